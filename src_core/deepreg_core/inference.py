@@ -1,0 +1,429 @@
+"""Register a pair of images with pretrained networks, optionally refined by instance optimisation.
+
+``register(fixed, moving, model=...)`` is the one entry point; ``register_iter`` is the same job as
+a generator of :mod:`~deepreg_core.events` so that the CLI, the tests and the napari plugin can show
+progress and stop it (see ``docs/architecture.md``, "The inference contract").
+
+Pipeline
+--------
+1. The moving image is resampled onto the fixed image's grid through both images' world affines
+   (any size, spacing and orientation), and both are normalised to [0, 1] by robust percentiles.
+2. Each network stage (affine, deformable, global-to-local) runs on its own working grid (the grid
+   it was trained on); its field is upsampled to the fixed grid and composed with the previous ones.
+3. Instance optimisation (``refine_steps > 0``) refines the result: a stationary velocity field is
+   optimised for the image similarity plus a diffusion regulariser, and composed with the
+   network's field, so a diffeomorphic network result stays diffeomorphic.
+4. Everything comes back on the fixed grid, in the fixed image's physical space.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from deepreg_core.device import resolve_device
+from deepreg_core.events import Event, Finished, Progress, Started, Stopped, StopToken
+from deepreg_core.image import Image
+
+REFINE_MAX_VOXELS = 160_000  # instance optimisation grid budget (about 54^3 or 400^2)
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    """Everything a registration produced, on the fixed image's grid.
+
+    Attributes
+    ----------
+    warped : Image
+        The moving image resampled onto the fixed grid and warped, original intensities.
+    displacement : ndarray, shape (ndim, *fixed.shape)
+        Total transform, fixed voxel ``x`` to ``x + u(x)`` in the moving image resampled on the
+        fixed grid, in fixed voxels (array axis order).
+    affine : ndarray, shape (ndim + 1, ndim + 1), or None
+        The affine stage's matrix (fixed voxel to fixed-grid moving voxel), when one ran.
+    jacobian : ndarray, shape fixed.shape
+        Jacobian determinant of ``x + u(x)`` (central differences).
+    folding_fraction : float
+        Fraction of voxels where any one-sided stencil gives ``det <= 0``.
+    saliency : ndarray, shape fixed.shape
+        Joint saliency of the fixed and the warped image, 0..1.
+    metrics : dict
+        ``ncc_before/after``, ``mi_before/after``, ``dice_before/after``, ``tre_before_mm/after_mm``,
+        ``folding_percent``, ``seconds``.
+    """
+
+    fixed: Image
+    warped: Image
+    displacement: np.ndarray
+    affine: np.ndarray | None
+    jacobian: np.ndarray
+    folding_fraction: float
+    saliency: np.ndarray
+    metrics: dict[str, float]
+    model_name: str
+    device: str
+    seed: int
+    warped_labels: Image | None = None
+    warped_points: np.ndarray | None = None
+    moving_on_fixed: Image | None = field(default=None, repr=False)
+
+    @property
+    def displacement_mm(self) -> np.ndarray:
+        """The displacement in mm along the fixed array axes, shape ``(ndim, *fixed.shape)``."""
+        spacing = np.asarray(self.fixed.spacing, dtype=np.float32)
+        return self.displacement * spacing.reshape((-1,) + (1,) * self.fixed.ndim)
+
+
+# --------------------------------------------------------------------------------------------
+# preprocessing
+
+
+def normalize_intensity(data: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """Map the ``low``..``high`` percentiles of ``data`` to 0..1 and clip (float32)."""
+    data = np.asarray(data, dtype=np.float32)
+    lo, hi = np.percentile(data, [low, high])
+    if hi <= lo:
+        lo, hi = float(data.min()), float(data.max())
+    if hi <= lo:
+        return np.zeros_like(data)
+    return np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def _check_pair(fixed: Image, moving: Image) -> None:
+    for name, img in (("fixed", fixed), ("moving", moving)):
+        if not isinstance(img, Image):
+            raise TypeError(
+                f"{name}: expected a deepreg_core.image.Image, got {type(img).__name__}. "
+                "Build one with Image.from_array(array, spacing=...) or io.read_image(path)."
+            )
+        if img.data.size == 0 or min(img.shape) < 2:
+            raise ValueError(f"{name}: expected an image at least 2 voxels wide, got {img.shape}.")
+        if not np.all(np.isfinite(img.data)):
+            raise ValueError(
+                f"{name}: expected finite values, got {int((~np.isfinite(img.data)).sum())} "
+                "NaN or infinite voxel(s). Replace them (e.g. numpy.nan_to_num) first."
+            )
+    if fixed.ndim != moving.ndim:
+        raise ValueError(
+            f"fixed and moving must have the same dimensionality: got a {fixed.ndim}D fixed image "
+            f"{fixed.shape} and a {moving.ndim}D moving image {moving.shape}. Pick two 2D or two "
+            "3D images (take a slice of the volume for a 2D pair)."
+        )
+
+
+def _resize(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    if tuple(x.shape[2:]) == tuple(shape):
+        return x
+    mode = "bilinear" if x.dim() == 4 else "trilinear"
+    return F.interpolate(x, size=tuple(shape), mode=mode, align_corners=True)
+
+
+def _resolve_models(model, ndim: int) -> list[torch.nn.Module]:
+    from deepreg_core import zoo
+
+    if isinstance(model, torch.nn.Module):
+        return [model]
+    if isinstance(model, (list, tuple)):
+        return [m for item in model for m in _resolve_models(item, ndim)]
+    text = str(model)
+    if "+" in text:
+        return [m for part in text.split("+") for m in _resolve_models(part.strip(), ndim)]
+    if text in ("affine", "deformable", "global-local", "auto"):
+        kind = "deformable" if text == "auto" else text
+        text = f"{kind}-{ndim}d"
+    loaded = zoo.load_model(text)
+    model_ndim = loaded.train_config.model.ndim
+    if model_ndim != ndim:
+        raise ValueError(
+            f"model {text!r} registers {model_ndim}D images but the pair is {ndim}D. "
+            f"Choose one of: {', '.join(zoo.list_models(ndim=ndim)) or 'no model for this ndim'}."
+        )
+    return [loaded]
+
+
+def _working_shape(model: torch.nn.Module, shape: Sequence[int]) -> tuple[int, ...]:
+    cfg = getattr(model, "train_config", None)
+    if cfg is None:
+        return tuple(shape)
+    return tuple(int(s) for s in cfg.data.shape)
+
+
+def _refine_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    n = float(np.prod(shape))
+    factor = min(1.0, (REFINE_MAX_VOXELS / n) ** (1.0 / len(shape)))
+    return tuple(max(8, int(round(s * factor))) for s in shape)
+
+
+# --------------------------------------------------------------------------------------------
+# the job
+
+
+def register_iter(
+    fixed: Image,
+    moving: Image,
+    *,
+    model="auto",
+    refine_steps: int = 0,
+    regularization: float | None = None,
+    similarity: str | None = None,
+    device: str = "auto",
+    fixed_labels: Image | None = None,
+    moving_labels: Image | None = None,
+    fixed_points: np.ndarray | None = None,
+    moving_points: np.ndarray | None = None,
+    seed: int = 0,
+    stop: StopToken | None = None,
+) -> Iterator[Event]:
+    """Register ``moving`` to ``fixed``, yielding progress events; ends with ``Finished(result)``.
+
+    Parameters
+    ----------
+    fixed, moving : Image
+        2D or 3D images, any shape, spacing and orientation (their world affines place them).
+    model : str, nn.Module or list
+        A zoo name (``"deformable-3d"``), ``"affine"``/``"deformable"``/``"global-local"`` (the zoo
+        model of that kind for the pair's dimensionality), ``"affine+deformable"``, a model folder,
+        or a built model. Stages run in order and compose.
+    refine_steps : int
+        Instance-optimisation steps after the networks (0 = network only).
+    regularization : float, optional
+        Weight of the diffusion regulariser during refinement (default: the model's training weight).
+    similarity : {"mse", "ncc", "lncc", "mi"}, optional
+        Similarity for refinement (default: the model's training similarity).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    fixed_labels, moving_labels : Image, optional
+        Label maps on the fixed and moving grids, for Dice before and after.
+    fixed_points, moving_points : ndarray, shape (N, ndim), optional
+        Corresponding landmarks in voxel indices of the fixed and moving image, for TRE (mm).
+    seed : int
+        Seed for every random number used (recorded in the result).
+    stop : StopToken, optional
+        Checked at every step; when set the job ends with ``Stopped``.
+    """
+    from deepreg_core import losses, metrics, spatial
+    from deepreg_core.saliency import joint_saliency
+
+    t0 = time.perf_counter()
+    stop = stop or StopToken()
+    _check_pair(fixed, moving)
+    if refine_steps < 0:
+        raise ValueError(f"refine_steps: expected an integer >= 0, got {refine_steps}.")
+    ndim = fixed.ndim
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    stages = _resolve_models(model, ndim)
+    total = len(stages) + int(refine_steps) + 1
+    names = "+".join(getattr(m, "zoo_name", type(m).__name__) for m in stages)
+    yield Started(total_steps=total, config={"model": names, "refine_steps": refine_steps,
+                                             "device": str(dev), "seed": seed})
+
+    moving_on_fixed = spatial.resample_to(moving, fixed, mode="linear", padding="zeros")
+    f = torch.from_numpy(normalize_intensity(fixed.data))[None, None].to(dev)
+    m = torch.from_numpy(normalize_intensity(moving_on_fixed.data))[None, None].to(dev)
+    u = torch.zeros((1, ndim) + tuple(fixed.shape), device=dev)
+    affine = None
+    step = 0
+    for net in stages:
+        if stop.stopped:
+            yield Stopped(step=step, checkpoint=None)
+            return
+        net = net.to(dev).eval()
+        work = _working_shape(net, fixed.shape)
+        with torch.no_grad():
+            moved = spatial.warp(m, u, padding="zeros") if step else m
+            out = net(_resize(f, work), _resize(moved, work))
+            u_stage = spatial.resize_displacement(out.displacement, fixed.shape)
+        if getattr(out, "affine", None) is not None:
+            affine = _rescale_affine(out.affine[0].detach().cpu().double().numpy(), work, fixed.shape)
+        u = spatial.compose(u, u_stage) if step else u_stage
+        step += 1
+        yield Progress(step=step, total=total, message=f"network {step}/{len(stages)}")
+
+    if refine_steps:
+        train_cfg = getattr(stages[-1], "train_config", None)
+        sim_name = similarity or (train_cfg.loss.similarity if train_cfg is not None else "lncc")
+        weight = regularization
+        if weight is None:
+            weight = train_cfg.loss.regularization_weight if train_cfg is not None else 1.0
+        refined = None
+        for event in _refine(f, m, u, steps=refine_steps, similarity=sim_name, weight=weight,
+                             stop=stop, step0=step, total=total):
+            if isinstance(event, torch.Tensor):
+                refined = event
+            else:
+                yield event
+        if refined is None:  # stopped
+            yield Stopped(step=step, checkpoint=None)
+            return
+        u = refined
+        step += refine_steps
+
+    with torch.no_grad():
+        raw = torch.from_numpy(np.asarray(moving_on_fixed.data, dtype=np.float32))[None, None]
+        warped_raw = spatial.warp(raw.to(dev), u, padding="zeros")
+        warped_n = spatial.warp(m, u, padding="zeros")
+        jac = metrics.jacobian_determinant(u, scheme="central")
+        fold = float(metrics.folding_fraction(u))
+        sal = joint_saliency(f, warped_n)
+        values = {
+            "ncc_before": float(losses.ncc(f, m)),
+            "ncc_after": float(losses.ncc(f, warped_n)),
+            "mi_before": float(losses.mutual_information(f, m)),
+            "mi_after": float(losses.mutual_information(f, warped_n)),
+            "folding_percent": 100.0 * fold,
+        }
+    warped_labels = None
+    if moving_labels is not None:
+        warped_labels, label_metrics = _labels(moving_labels, fixed, fixed_labels, u, dev)
+        values.update(label_metrics)
+    warped_points = None
+    if moving_points is not None:
+        warped_points, point_metrics = _points(moving_points, moving, fixed, fixed_points, u)
+        values.update(point_metrics)
+    values["seconds"] = time.perf_counter() - t0
+    result = RegistrationResult(
+        fixed=fixed,
+        warped=fixed.with_data(warped_raw[0, 0].cpu().numpy()),
+        displacement=u[0].cpu().numpy().astype(np.float32),
+        affine=affine,
+        jacobian=jac[0, 0].cpu().numpy().astype(np.float32),
+        folding_fraction=fold,
+        saliency=sal[0, 0].cpu().numpy().astype(np.float32),
+        metrics=values,
+        model_name=names,
+        device=str(dev),
+        seed=seed,
+        warped_labels=warped_labels,
+        warped_points=warped_points,
+        moving_on_fixed=moving_on_fixed,
+    )
+    yield Progress(step=total, total=total, message="done")
+    yield Finished(result=result)
+
+
+def register(fixed: Image, moving: Image, **kwargs) -> RegistrationResult:
+    """Register ``moving`` to ``fixed`` and return the :class:`RegistrationResult`.
+
+    Takes the same arguments as :func:`register_iter`.
+
+    Examples
+    --------
+    >>> from deepreg_core.io import read_image
+    >>> from deepreg_core.inference import register
+    >>> result = register(read_image("fixed.nii.gz"), read_image("moving.nii.gz"),
+    ...                   model="deformable", refine_steps=50)  # doctest: +SKIP
+    >>> result.metrics["ncc_after"] > result.metrics["ncc_before"]  # doctest: +SKIP
+    True
+    """
+    for event in register_iter(fixed, moving, **kwargs):
+        if isinstance(event, Finished):
+            return event.result
+        if isinstance(event, Stopped):
+            raise RuntimeError("registration was stopped before it finished")
+    raise RuntimeError("registration ended without a result")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------
+# pieces
+
+
+def _rescale_affine(matrix: np.ndarray, work: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    """Express a voxel affine found on the working grid on the full grid (align_corners=True)."""
+    ndim = len(shape)
+    scale = np.ones(ndim + 1)
+    scale[:ndim] = [(w - 1) / max(s - 1, 1) for w, s in zip(work, shape)]
+    to_work = np.diag(scale)
+    return np.linalg.inv(to_work) @ matrix @ to_work
+
+
+def _refine(f, m, u_net, *, steps, similarity, weight, stop, step0, total):
+    """Instance optimisation: optimise a velocity ``v`` with ``u = compose(u_net, exp(v))``."""
+    from deepreg_core import losses, spatial
+
+    shape = _refine_shape(f.shape[2:])
+    f_r, m_r = _resize(f, shape), _resize(m, shape)
+    u0 = spatial.resize_displacement(u_net, shape).detach()
+    velocity = torch.zeros_like(u0, requires_grad=True)
+    sim = losses.get_similarity(similarity)
+    reg = losses.Diffusion()
+    opt = torch.optim.Adam([velocity], lr=0.1)
+    for k in range(steps):
+        if stop.stopped:
+            return
+        opt.zero_grad(set_to_none=True)
+        u_r = spatial.compose(u0, spatial.integrate_velocity(velocity, steps=5))
+        loss = sim(f_r, spatial.warp(m_r, u_r)) + weight * reg(u_r)
+        loss.backward()
+        opt.step()
+        yield Progress(step=step0 + k + 1, total=total, message=f"refine {k + 1}/{steps}")
+    with torch.no_grad():
+        u_r = spatial.compose(u0, spatial.integrate_velocity(velocity, steps=5))
+        yield spatial.resize_displacement(u_r, f.shape[2:])
+
+
+def _labels(moving_labels, fixed, fixed_labels, u, dev):
+    from deepreg_core import metrics, spatial
+
+    on_fixed = spatial.resample_to(moving_labels, fixed, mode="nearest")
+    lab = torch.from_numpy(np.asarray(on_fixed.data).astype(np.int64))[None, None].to(dev)
+    warped = spatial.warp(lab, u, mode="nearest", padding="zeros")
+    out = fixed.with_data(warped[0, 0].cpu().numpy().astype(np.int32))
+    values = {}
+    if fixed_labels is not None:
+        ref = torch.from_numpy(np.asarray(fixed_labels.data).astype(np.int64))
+        if tuple(ref.shape) != tuple(fixed.shape):
+            raise ValueError(
+                f"fixed_labels: expected the fixed image's shape {fixed.shape}, got {ref.shape}."
+            )
+        values["dice_before"] = float(metrics.mean_dice(ref, lab[0, 0].cpu()))
+        values["dice_after"] = float(metrics.mean_dice(ref, warped[0, 0].cpu()))
+    return out, values
+
+
+def _points(moving_points, moving, fixed, fixed_points, u):
+    from deepreg_core import spatial
+
+    pts = np.asarray(moving_points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != fixed.ndim:
+        raise ValueError(
+            f"moving_points: expected an array (N, {fixed.ndim}) of voxel indices, got {pts.shape}."
+        )
+    # moving voxel -> world -> fixed-grid voxel (where the moving image was resampled)
+    on_fixed = fixed.world_to_index(moving.index_to_world(pts))
+    inverse = spatial.invert(u.detach().cpu())
+    warped = spatial.transform_points(torch.from_numpy(on_fixed).float(), inverse).numpy()
+    values = {}
+    if fixed_points is not None:
+        fp = np.asarray(fixed_points, dtype=np.float64)
+        if fp.shape != pts.shape:
+            raise ValueError(
+                f"fixed_points: expected the same shape as moving_points {pts.shape}, got {fp.shape}."
+            )
+        spacing = np.asarray(fixed.spacing)
+        mapped = spatial.transform_points(torch.from_numpy(fp).float(), u.detach().cpu()).numpy()
+        values["tre_before_mm"] = float(np.linalg.norm((on_fixed - fp) * spacing, axis=1).mean())
+        values["tre_after_mm"] = float(np.linalg.norm((on_fixed - mapped) * spacing, axis=1).mean())
+    return warped.astype(np.float32), values
+
+
+def apply_transform(result: RegistrationResult, image: Image, *, mode: str = "linear") -> Image:
+    """Apply a registration's transform to another image of the moving space (e.g. labels).
+
+    ``image`` is resampled onto the fixed grid through its world affine and warped by
+    ``result.displacement``; use ``mode="nearest"`` for label maps (integer dtype is kept).
+    """
+    from deepreg_core import spatial
+
+    on_fixed = spatial.resample_to(image, result.fixed, mode=mode)
+    data = np.asarray(on_fixed.data)
+    is_int = mode == "nearest" and np.issubdtype(data.dtype, np.integer)
+    tensor = torch.from_numpy(data.astype(np.int64 if is_int else np.float32))[None, None]
+    u = torch.from_numpy(result.displacement)[None]
+    warped = spatial.warp(tensor, u, mode=mode, padding="zeros")[0, 0].numpy()
+    return result.fixed.with_data(warped.astype(data.dtype if is_int else np.float32))

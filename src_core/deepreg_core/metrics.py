@@ -1,0 +1,333 @@
+"""Registration quality metrics: label overlap, landmark error, Jacobians and folding.
+
+Displacements are ``(B, ndim, *spatial)`` in voxels of the fixed grid, or in physical units
+when a ``spacing`` is given (``docs/conventions.md``). Label maps are integer tensors,
+``(B, 1, *spatial)`` or ``(*spatial)``. Device and dtype come from the inputs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from deepreg_core._diff import axis_difference, check_mask, check_scheme
+from deepreg_core._validate import (
+    check_displacement,
+    check_finite,
+    check_floating,
+    check_spacing,
+    check_tensor,
+)
+
+__all__ = [
+    "dice_per_label",
+    "endpoint_error",
+    "folding_fraction",
+    "jacobian_determinant",
+    "mean_dice",
+    "std_log_jacobian",
+    "target_registration_error",
+]
+
+JACOBIAN_SCHEMES = ("central", "forward", "backward", "all")
+
+
+def _check_labels(x: object, name: str) -> torch.Tensor:
+    x = check_tensor(x, name)
+    if x.is_floating_point() or x.is_complex():
+        raise TypeError(
+            f"{name}: expected an integer (or bool) label tensor, got dtype {x.dtype}. "
+            "Round and cast it with .round().long()."
+        )
+    if x.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty tensor, got shape {tuple(x.shape)}.")
+    return x
+
+
+def dice_per_label(
+    a: torch.Tensor, b: torch.Tensor, labels: Iterable[int] | None = None
+) -> dict[int, float]:
+    """Dice overlap ``2 |A_l & B_l| / (|A_l| + |B_l|)`` for each label ``l``.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        Integer label maps of the same shape, ``(B, 1, *spatial)`` or ``(*spatial)``; all batch
+        items are pooled.
+    labels : iterable of int, optional
+        Labels to score. Default: every label present in ``a`` or ``b`` except background 0.
+        A requested label absent from both maps scores ``nan`` (not 1, not 0).
+
+    Returns
+    -------
+    dict of int to float
+        Dice in ``[0, 1]`` per label, in ascending label order.
+
+    Examples
+    --------
+    >>> a = torch.tensor([[0, 1, 1], [2, 2, 0]])
+    >>> b = torch.tensor([[0, 1, 0], [2, 2, 2]])
+    >>> {k: round(v, 3) for k, v in dice_per_label(a, b).items()}
+    {1: 0.667, 2: 0.8}
+    """
+    a = _check_labels(a, "a")
+    b = _check_labels(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(
+            f"a and b: expected label maps of the same shape, got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}. Resample one onto the other's grid with nearest interpolation."
+        )
+    if labels is None:
+        present = torch.unique(torch.cat([a.flatten(), b.flatten()]))
+        wanted = [int(v) for v in present if int(v) != 0]
+    else:
+        wanted = sorted({int(v) for v in labels})
+    scores: dict[int, float] = {}
+    for label in wanted:
+        in_a, in_b = a == label, b == label
+        total = int(in_a.sum()) + int(in_b.sum())
+        overlap = int((in_a & in_b).sum())
+        scores[label] = 2.0 * overlap / total if total > 0 else math.nan
+    return scores
+
+
+def mean_dice(a: torch.Tensor, b: torch.Tensor, labels: Iterable[int] | None = None) -> float:
+    """Mean of :func:`dice_per_label` over the labels that are present (``nan`` ones skipped).
+
+    Returns ``nan`` when no label is present in either map.
+
+    Examples
+    --------
+    >>> a = torch.tensor([[0, 1, 1], [2, 2, 0]])
+    >>> round(mean_dice(a, a), 3)
+    1.0
+    """
+    values = [v for v in dice_per_label(a, b, labels).values() if not math.isnan(v)]
+    return sum(values) / len(values) if values else math.nan
+
+
+def _check_points(p: object, name: str) -> torch.Tensor:
+    p = check_finite(check_floating(check_tensor(p, name), name), name)
+    if p.dim() != 2 or p.shape[1] not in (2, 3):
+        raise ValueError(
+            f"{name}: expected shape (N, 2) or (N, 3) (voxel indices in array order), got "
+            f"{tuple(p.shape)}."
+        )
+    return p
+
+
+def target_registration_error(
+    points_a: torch.Tensor, points_b: torch.Tensor, spacing: Sequence[float] | None = None
+) -> torch.Tensor:
+    """Euclidean distance between corresponding landmarks, in mm.
+
+    Parameters
+    ----------
+    points_a, points_b : torch.Tensor
+        Float voxel indices ``(N, ndim)`` in array order, row ``i`` of one matching row ``i``
+        of the other (e.g. fixed landmarks mapped by the registration, and the true ones).
+    spacing : sequence of float, optional
+        Voxel size per axis in mm; differences are multiplied by it. Default 1 (voxels).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N,)`` distances.
+
+    Examples
+    --------
+    >>> target_registration_error(torch.zeros(1, 2), torch.tensor([[1.0, 1.0]]), (3.0, 4.0))
+    tensor([5.])
+    """
+    points_a = _check_points(points_a, "points_a")
+    points_b = _check_points(points_b, "points_b")
+    if points_a.shape != points_b.shape:
+        raise ValueError(
+            f"points_a and points_b: expected the same shape (N, ndim), got "
+            f"{tuple(points_a.shape)} and {tuple(points_b.shape)}."
+        )
+    h = torch.tensor(check_spacing(spacing, points_a.shape[1]), dtype=points_a.dtype)
+    diff = (points_a - points_b) * h.to(points_a.device)
+    return torch.linalg.vector_norm(diff, dim=1)
+
+
+def _determinant(columns: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``det(I + G)`` where ``columns[d]`` ``(B, ndim, *spatial)`` is column ``d`` of ``G``."""
+    ndim = len(columns)
+    j = [[columns[d][:, c] + (1.0 if c == d else 0.0) for d in range(ndim)] for c in range(ndim)]
+    if ndim == 2:
+        det = j[0][0] * j[1][1] - j[0][1] * j[1][0]
+    else:
+        det = (
+            j[0][0] * (j[1][1] * j[2][2] - j[1][2] * j[2][1])
+            - j[0][1] * (j[1][0] * j[2][2] - j[1][2] * j[2][0])
+            + j[0][2] * (j[1][0] * j[2][1] - j[1][1] * j[2][0])
+        )
+    return det.unsqueeze(1)
+
+
+def jacobian_determinant(
+    u: torch.Tensor, *, spacing: Sequence[float] | None = None, scheme: str = "central"
+) -> torch.Tensor:
+    """Jacobian determinant ``det(I + grad u)`` of the transform ``phi(x) = x + u(x)``.
+
+    Parameters
+    ----------
+    u : torch.Tensor
+        Displacement ``(B, ndim, *spatial)``, in voxels, or in the units of ``spacing``.
+    spacing : sequence of float, optional
+        Voxel size per axis; derivatives are divided by it. Give it only when ``u`` is in the
+        same physical units (for a field in voxels the determinant needs no spacing).
+    scheme : {"central", "forward", "backward", "all"}
+        Finite-difference stencil (one-sided at the borders, see ``deepreg_core._diff``).
+        ``"all"`` returns, per voxel, the minimum over all ``2**ndim`` combinations of forward
+        or backward differences per axis: it catches folds that central differences miss,
+        such as neighbouring voxels swapping places.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, 1, *spatial)``; ``<= 0`` marks folding.
+
+    Examples
+    --------
+    >>> y, x = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
+    >>> u = torch.stack([y, x])[None]  # phi(x) = 2 x
+    >>> float(jacobian_determinant(u).mean())
+    4.0
+    """
+    u = check_displacement(u, "u")
+    check_scheme(scheme, JACOBIAN_SCHEMES)
+    ndim = u.dim() - 2
+    h = check_spacing(spacing, ndim)
+    if scheme != "all":
+        columns = [axis_difference(u, d, scheme=scheme, spacing=h[d]) for d in range(ndim)]
+        return _determinant(columns)
+    one_sided = [
+        {s: axis_difference(u, d, scheme=s, spacing=h[d]) for s in ("forward", "backward")}
+        for d in range(ndim)
+    ]
+    dets = [
+        _determinant([one_sided[d][s] for d, s in enumerate(combo)])
+        for combo in itertools.product(("forward", "backward"), repeat=ndim)
+    ]
+    return torch.stack(dets).amin(dim=0)
+
+
+def _masked_values(
+    values: torch.Tensor, mask: torch.Tensor | None, like: torch.Tensor
+) -> torch.Tensor:
+    """Flatten ``values`` ``(B, 1, *spatial)`` to the voxels selected by ``mask`` (> 0)."""
+    if mask is None:
+        return values.flatten()
+    selected = check_mask(mask, like) > 0
+    return values[selected.expand_as(values)]
+
+
+def folding_fraction(
+    u: torch.Tensor, *, spacing: Sequence[float] | None = None, mask: torch.Tensor | None = None
+) -> float:
+    """Fraction of voxels whose Jacobian determinant (``scheme="all"``) is ``<= 0``.
+
+    Parameters
+    ----------
+    u : torch.Tensor
+        Displacement ``(B, ndim, *spatial)``.
+    spacing : sequence of float, optional
+        See :func:`jacobian_determinant`.
+    mask : torch.Tensor, optional
+        ``(B, 1, *spatial)``; only voxels with ``mask > 0`` count.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``, pooled over the batch.
+
+    Examples
+    --------
+    >>> folding_fraction(torch.zeros(1, 2, 8, 8))
+    0.0
+    """
+    with torch.no_grad():
+        det = jacobian_determinant(u, spacing=spacing, scheme="all")
+        values = _masked_values(det, mask, u)
+        return float((values <= 0).to(torch.float64).mean())
+
+
+def std_log_jacobian(
+    u: torch.Tensor, *, spacing: Sequence[float] | None = None, mask: torch.Tensor | None = None
+) -> float:
+    """Standard deviation of ``log(det J)`` (central differences), a smoothness measure.
+
+    Determinants are clamped to ``1e-9`` before the log so folds count as very large
+    compressions. The population standard deviation (``ddof=0``) over the selected voxels of
+    all batch items is returned.
+
+    Parameters
+    ----------
+    u : torch.Tensor
+        Displacement ``(B, ndim, *spatial)``.
+    spacing : sequence of float, optional
+        See :func:`jacobian_determinant`.
+    mask : torch.Tensor, optional
+        ``(B, 1, *spatial)``; only voxels with ``mask > 0`` count.
+
+    Returns
+    -------
+    float
+        ``>= 0``; 0 for any affine transform.
+
+    Examples
+    --------
+    >>> std_log_jacobian(torch.zeros(1, 3, 4, 4, 4))
+    0.0
+    """
+    with torch.no_grad():
+        det = jacobian_determinant(u, spacing=spacing, scheme="central")
+        values = _masked_values(torch.log(det.clamp_min(1e-9)), mask, u)
+        return float(values.to(torch.float64).std(correction=0))
+
+
+def endpoint_error(
+    u_est: torch.Tensor,
+    u_true: torch.Tensor,
+    spacing: Sequence[float] | None = None,
+    mask: torch.Tensor | None = None,
+) -> float:
+    """Mean Euclidean distance between two displacement fields, in mm.
+
+    Parameters
+    ----------
+    u_est, u_true : torch.Tensor
+        Displacements ``(B, ndim, *spatial)`` in voxels, same shape.
+    spacing : sequence of float, optional
+        Voxel size per axis in mm; each component is multiplied by it. Default 1 (voxels).
+    mask : torch.Tensor, optional
+        ``(B, 1, *spatial)``; only voxels with ``mask > 0`` count.
+
+    Returns
+    -------
+    float
+        Mean endpoint error over the selected voxels of all batch items.
+
+    Examples
+    --------
+    >>> endpoint_error(torch.zeros(1, 2, 4, 4), torch.ones(1, 2, 4, 4), spacing=(3.0, 4.0))
+    5.0
+    """
+    u_est = check_displacement(u_est, "u_est")
+    u_true = check_displacement(u_true, "u_true")
+    if u_est.shape != u_true.shape:
+        raise ValueError(
+            f"u_est and u_true: expected the same shape, got {tuple(u_est.shape)} and "
+            f"{tuple(u_true.shape)}."
+        )
+    ndim = u_est.dim() - 2
+    h = torch.tensor(check_spacing(spacing, ndim), dtype=u_est.dtype, device=u_est.device)
+    with torch.no_grad():
+        diff = (u_est - u_true) * h.view(1, ndim, *([1] * ndim))
+        error = torch.linalg.vector_norm(diff, dim=1, keepdim=True)
+        return float(_masked_values(error, mask, u_est).to(torch.float64).mean())
