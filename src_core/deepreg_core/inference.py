@@ -31,6 +31,7 @@ from deepreg_core.events import Event, Finished, Progress, Started, Stopped, Sto
 from deepreg_core.image import Image
 
 REFINE_MAX_VOXELS = 160_000  # instance optimisation grid budget (about 54^3 or 400^2)
+REFINE_LR = 0.05  # Adam step on the velocity, in coarse-grid voxels
 
 
 @dataclass(frozen=True)
@@ -343,28 +344,38 @@ def _rescale_affine(matrix: np.ndarray, work: Sequence[int], shape: Sequence[int
 
 
 def _refine(f, m, u_net, *, steps, similarity, weight, stop, step0, total):
-    """Instance optimisation: optimise a velocity ``v`` with ``u = compose(u_net, exp(v))``."""
+    """Instance optimisation: optimise a velocity ``v`` with ``u = compose(u_net, exp(v))``.
+
+    The images are compared on a grid of at most ``REFINE_MAX_VOXELS``; the velocity lives on a
+    grid half that size (a smooth, cheap parameterisation: integration costs an eighth in 3D) and
+    its exponential is upsampled before composing with the network's field.
+    """
     from deepreg_core import losses, spatial
 
     shape = _refine_shape(f.shape[2:])
+    coarse = tuple(max(4, s // 2) for s in shape)
     f_r, m_r = _resize(f, shape), _resize(m, shape)
     u0 = spatial.resize_displacement(u_net, shape).detach()
-    velocity = torch.zeros_like(u0, requires_grad=True)
+    velocity = torch.zeros((1, len(shape)) + coarse, device=f.device, requires_grad=True)
     sim = losses.get_similarity(similarity)
     reg = losses.Diffusion()
-    opt = torch.optim.Adam([velocity], lr=0.1)
+    opt = torch.optim.Adam([velocity], lr=REFINE_LR)
+
+    def field() -> torch.Tensor:
+        residual = spatial.integrate_velocity(velocity, steps=6)
+        return spatial.compose(u0, spatial.resize_displacement(residual, shape))
+
     for k in range(steps):
         if stop.stopped:
             return
         opt.zero_grad(set_to_none=True)
-        u_r = spatial.compose(u0, spatial.integrate_velocity(velocity, steps=5))
+        u_r = field()
         loss = sim(f_r, spatial.warp(m_r, u_r)) + weight * reg(u_r)
         loss.backward()
         opt.step()
         yield Progress(step=step0 + k + 1, total=total, message=f"refine {k + 1}/{steps}")
     with torch.no_grad():
-        u_r = spatial.compose(u0, spatial.integrate_velocity(velocity, steps=5))
-        yield spatial.resize_displacement(u_r, f.shape[2:])
+        yield spatial.resize_displacement(field(), f.shape[2:])
 
 
 def _labels(moving_labels, fixed, fixed_labels, u, dev):

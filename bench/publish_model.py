@@ -1,0 +1,84 @@
+"""Publish a finished training run into the package's zoo.
+
+    python bench/publish_model.py runs/deformable-2d deformable-2d
+
+Copies the latest checkpoint's ``weights.safetensors`` and ``config.yaml`` into
+``src_core/deepreg_core/zoo/models/NAME/`` and writes the training part of ``card.md`` (the
+evaluation part is filled by ``bench/evaluate_zoo.py``, between its markers).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from deepreg_core.training.config import load_config, save_config
+from deepreg_core.training.loop import latest_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ROOT / "src_core" / "deepreg_core" / "zoo" / "models"
+EVAL_START, EVAL_END = "<!-- evaluation:start -->", "<!-- evaluation:end -->"
+
+INPUTS = {
+    "affine": "a pair of single-channel images of any contrast (the pair may differ in contrast)",
+    "deformable": "a pair already roughly aligned (run an affine model first when it is not)",
+    "global_local": "a pair already roughly aligned; the joint saliency map down-weights "
+                    "regions without correspondence",
+}
+
+
+def card_text(name: str, ckpt: Path, old_card: str) -> str:
+    cfg = load_config(ckpt / "config.yaml")
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    history = meta.get("history", {})
+    last_train = (history.get("train") or [{}])[-1]
+    last_val = (history.get("val") or [{}])[-1]
+    evaluation = "(run `python bench/evaluate_zoo.py " + name + "` to fill this section)"
+    if EVAL_START in old_card:
+        evaluation = old_card.split(EVAL_START)[1].split(EVAL_END)[0].strip()
+    m, d, lo = cfg.model, cfg.data, cfg.loss
+    source = {"synthetic": "SynthMorph-style synthetic label maps rendered with random contrasts",
+              "mni": "nilearn's MNI152 2009 T1 template (2 mm) with its GM/WM maps, under random "
+                     "smooth deformations (and affines) and random intensity remaps",
+              "folder": f"images from {d.folder}"}[d.source]
+    return f"""# {name}
+
+**Kind**: {m.kind}, {m.ndim}D{', diffeomorphic (scaling and squaring, ' + str(m.integration_steps) + ' steps)' if m.diffeomorphic and m.kind != 'affine' else ''}.
+**Working grid**: inputs are resampled to {d.shape} (array order){f', the network runs at {m.working_scale:g} of that' if m.working_scale != 1 else ''}; the field is upsampled to the fixed image's grid.
+**Input**: {INPUTS[m.kind]}. Intensities are normalised to 0..1 by the 1st and 99th percentiles.
+
+## Training
+- Data: {source}; deformation std up to {d.velocity_std} voxels{f', affine up to {d.rotation} deg rotation, {d.scale} scale, {d.translation} voxels translation' if d.affine else ''}; {'same' if d.same_contrast else 'independent random'} contrasts for fixed and moving.
+- Loss: {lo.similarity_weight} x {lo.similarity} + {lo.regularization_weight} x {lo.regularizer} + {lo.dice_weight} x Dice (labels) + {lo.supervised_weight} x field error (ground truth){' ; similarity weighted by the joint saliency map' if lo.saliency_weighting else ''}.
+- Optimiser: AdamW, lr {cfg.optim.lr}, {meta['step']} steps of batch {cfg.optim.batch_size}, seed {cfg.seed}, device {cfg.device}.
+- Recipe: `src_core/deepreg_core/zoo/recipes/{name}.yaml`; reproduce with `bash bench/train_zoo.sh {name}`.
+- Last training loss: {last_train.get('loss', float('nan')):.4g}; last validation: {', '.join(f'{k} {v:.4g}' for k, v in last_val.items() if k != 'step') or 'n/a'}.
+- Package version {meta.get('package_version')}, checkpoint format {meta.get('format_version')}.
+
+## Evaluation (on cases never used in training)
+{EVAL_START}
+{evaluation}
+{EVAL_END}
+"""
+
+
+def main(run: str, name: str) -> None:
+    ckpt = latest_checkpoint(run)
+    target = ZOO / name
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ckpt / "weights.safetensors", target / ".weights.tmp")
+    (target / ".weights.tmp").replace(target / "weights.safetensors")
+    cfg = load_config(ckpt / "config.yaml")
+    save_config(cfg.model_copy(update={"output_dir": Path(f"runs/{name}")}), target / "config.yaml")
+    card = target / "card.md"
+    old = card.read_text() if card.exists() else ""
+    tmp = target / ".card.tmp"
+    tmp.write_text(card_text(name, ckpt, old))
+    tmp.replace(card)
+    print(f"published {ckpt} -> {target}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Train (or resume) every zoo recipe in turn, then publish each into the package.
+# Usage: bash bench/train_zoo.sh [name ...]   (default: all recipes). Resumable: re-run after a stop.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+names=("$@")
+if [ ${#names[@]} -eq 0 ]; then
+    names=(deformable-2d affine-2d deformable-3d global-local-2d affine-3d)
+fi
+for name in "${names[@]}"; do
+    recipe=src_core/deepreg_core/zoo/recipes/$name.yaml
+    resume=()
+    if ls runs/$name/checkpoints/step_* >/dev/null 2>&1; then resume=(--resume runs/$name); fi
+    echo "== $name ${resume[*]}"
+    .venv/bin/deepreg-core train "$recipe" --output-dir runs/$name "${resume[@]}"
+    $PY bench/publish_model.py runs/$name "$name"
+done

@@ -1,0 +1,398 @@
+"""Registration networks built by composition, and their named output.
+
+A network takes ``(fixed, moving)``, both ``(B, C, *spatial)`` on the same grid, and returns a
+:class:`RegistrationOutput`. Its parts are passed in, not switched on by flags:
+:class:`DeformableNet` = backbone + flow head + optional :class:`VelocityIntegrator`;
+:class:`AffineNet` = encoder + :class:`~deepreg_core.models.heads.AffineHead`.
+Displacements follow ``docs/conventions.md``: ``(B, ndim, *spatial)``, in voxels of the fixed grid,
+``warped(x) = moving(x + u(x))``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepreg_core._validate import check_image, check_same_spatial
+from deepreg_core.spatial import (
+    affine_to_displacement,
+    integrate_velocity,
+    resize_displacement,
+    warp,
+)
+
+if TYPE_CHECKING:
+    from deepreg_core.models.blocks import ConvEncoder
+    from deepreg_core.models.config import ModelConfig
+    from deepreg_core.models.heads import AffineHead, FlowHead
+    from deepreg_core.models.unet import UNet
+
+
+@dataclass(frozen=True)
+class RegistrationOutput:
+    """What every registration network returns. All fields are on the fixed image's grid.
+
+    Attributes
+    ----------
+    warped : Tensor ``(B, C, *spatial)``
+        The moving image warped onto the fixed one.
+    displacement : Tensor ``(B, ndim, *spatial)``
+        The transform ``phi(x) = x + u(x)`` (fixed voxel -> moving voxel), in voxels.
+    velocity : Tensor ``(B, ndim, *spatial)`` or None
+        The stationary velocity field of a diffeomorphic network (``u = exp(v)``), in voxels.
+    affine : Tensor ``(B, ndim + 1, ndim + 1)`` or None
+        An affine network's matrix mapping fixed voxel indices to moving voxel indices.
+    saliency : Tensor ``(B, 1, *spatial)`` or None
+        The joint saliency map in ``[0, 1]`` (global-to-local network), for weighting the loss.
+    coarse_displacement : Tensor ``(B, ndim, *spatial)`` or None
+        The global network's field before local refinement (global-to-local network), in voxels.
+    """
+
+    warped: torch.Tensor
+    displacement: torch.Tensor
+    velocity: torch.Tensor | None = None
+    affine: torch.Tensor | None = None
+    saliency: torch.Tensor | None = None
+    coarse_displacement: torch.Tensor | None = None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def check_pair(
+    fixed: object, moving: object, ndim: int, in_channels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a ``(fixed, moving)`` pair for a network of ``ndim`` axes and ``in_channels``."""
+    fixed = check_image(fixed, "fixed", ndim=ndim)
+    moving = check_image(moving, "moving", ndim=ndim)
+    check_same_spatial(fixed, moving, "fixed", "moving")
+    for name, image in (("fixed", fixed), ("moving", moving)):
+        if image.shape[1] != in_channels:
+            raise ValueError(
+                f"{name}: expected {in_channels} channel(s) as the model was built with "
+                f"in_channels={in_channels}, got {image.shape[1]} (shape {tuple(image.shape)})."
+            )
+    if fixed.shape[0] != moving.shape[0]:
+        raise ValueError(
+            f"fixed and moving: expected equal batch sizes, got {fixed.shape[0]} and "
+            f"{moving.shape[0]}."
+        )
+    if fixed.dtype != moving.dtype or fixed.device != moving.device:
+        raise ValueError(
+            f"fixed and moving: expected the same dtype and device, got {fixed.dtype} on "
+            f"{fixed.device} and {moving.dtype} on {moving.device}."
+        )
+    return fixed, moving
+
+
+def working_shape(shape: Sequence[int], scale: float) -> tuple[int, ...]:
+    """The grid a network sees at ``scale``: ``round(n * scale)`` per axis, at least 2 voxels.
+
+    Examples
+    --------
+    >>> working_shape((160, 192, 224), 0.5)
+    (80, 96, 112)
+    """
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"scale: expected 0 < scale <= 1, got {scale!r}.")
+    return tuple(n if n <= 2 else max(2, round(n * scale)) for n in shape)
+
+
+def _gaussian_blur(x: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
+    """Separable Gaussian blur along each spatial axis with ``sigma > 0`` (replicate edges)."""
+    ndim = x.dim() - 2
+    channels = x.shape[1]
+    for axis, sigma in enumerate(sigmas):
+        if sigma <= 0:
+            continue
+        radius = max(1, math.ceil(3 * sigma))
+        t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+        kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+        kernel = (kernel / kernel.sum()).view(1, 1, *[1] * axis, -1, *[1] * (ndim - axis - 1))
+        pad = [0, 0] * ndim
+        pad[2 * (ndim - 1 - axis)] = pad[2 * (ndim - 1 - axis) + 1] = radius
+        conv = F.conv2d if ndim == 2 else F.conv3d
+        x = conv(F.pad(x, pad, mode="replicate"), kernel.expand(channels, *kernel.shape[1:]),
+                 groups=channels)
+    return x
+
+
+def resize_image(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Resize ``(B, C, *spatial)`` to ``shape`` over the same extent (``align_corners=True``).
+
+    Down-sampling first blurs with a Gaussian of ``sigma = (factor - 1) / 2`` voxels per axis
+    (scikit-image's anti-aliasing rule), then interpolates linearly. This is the grid
+    :func:`~deepreg_core.spatial.resize_displacement` assumes.
+
+    Examples
+    --------
+    >>> resize_image(torch.rand(1, 1, 64, 64), (32, 32)).shape
+    torch.Size([1, 1, 32, 32])
+    """
+    shape = tuple(int(n) for n in shape)
+    if tuple(image.shape[2:]) == shape:
+        return image
+    factors = [(n_in - 1) / max(n_out - 1, 1) for n_in, n_out in zip(image.shape[2:], shape)]
+    image = _gaussian_blur(image, [(f - 1) / 2 for f in factors])
+    mode = "bilinear" if image.dim() == 4 else "trilinear"
+    return F.interpolate(image, size=shape, mode=mode, align_corners=True)
+
+
+def _coordinate_maps(shape: Sequence[int], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Homogeneous ``S`` (voxel index -> ``align_corners=True`` coordinate) and its inverse."""
+    ndim = len(shape)
+    S = torch.eye(ndim + 1, dtype=like.dtype, device=like.device)
+    S_inv = S.clone()
+    for axis, n in enumerate(shape):
+        half = max(int(n) - 1, 1) / 2.0
+        S[axis, axis], S[axis, ndim] = 1.0 / half, -1.0
+        S_inv[axis, axis] = S_inv[axis, ndim] = half
+    return S, S_inv
+
+
+def _homogeneous(matrix: torch.Tensor, ndim: int, name: str) -> torch.Tensor:
+    if not isinstance(matrix, torch.Tensor) or not matrix.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point torch.Tensor, got {matrix!r:.60}.")
+    if matrix.dim() == 2:
+        matrix = matrix[None]
+    rows_ok = matrix.dim() == 3 and matrix.shape[-2] in (ndim, ndim + 1)
+    if not rows_ok or matrix.shape[-1] != ndim + 1:
+        raise ValueError(
+            f"{name}: expected shape (B, {ndim}, {ndim + 1}) or (B, {ndim + 1}, {ndim + 1}) for "
+            f"{ndim} spatial axes, got {tuple(matrix.shape)}."
+        )
+    if matrix.shape[-2] == ndim:
+        last = torch.zeros(matrix.shape[0], 1, ndim + 1, dtype=matrix.dtype, device=matrix.device)
+        last[..., ndim] = 1.0
+        matrix = torch.cat([matrix, last], dim=1)
+    return matrix
+
+
+def normalized_to_voxel_affine(theta: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Convert an affine in normalised coordinates to the project's voxel convention.
+
+    Normalised coordinates follow ``align_corners=True`` (index ``i`` of ``n`` ->
+    ``2 i / (n - 1) - 1``), so they are centred on the image and independent of its resolution;
+    a network predicting ``theta`` there works at any size. The voxel matrix is
+    ``A = S^-1 theta S``, where ``S`` maps voxel indices to normalised coordinates (an axis of a
+    single voxel uses ``n - 1 = 1``).
+
+    Parameters
+    ----------
+    theta : Tensor ``(B, ndim, ndim + 1)`` or ``(B, ndim + 1, ndim + 1)``
+        Maps fixed normalised coordinates to moving normalised coordinates (array order).
+    shape : sequence of int
+        The spatial shape of the (common) grid.
+
+    Returns
+    -------
+    Tensor ``(B, ndim + 1, ndim + 1)``: maps fixed voxel indices to moving voxel indices.
+
+    Examples
+    --------
+    >>> theta = torch.tensor([[[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]]])  # shift by a quarter extent
+    >>> normalized_to_voxel_affine(theta, (9, 9))[0, 0, 2]
+    tensor(2.)
+    """
+    ndim = len(shape)
+    theta = _homogeneous(theta, ndim, "theta")
+    S, S_inv = _coordinate_maps(shape, theta)
+    eye = torch.eye(ndim + 1, dtype=theta.dtype, device=theta.device)
+    return eye + S_inv @ (theta - eye) @ S  # = S^-1 theta S, exactly eye for theta = eye
+
+
+def voxel_to_normalized_affine(matrix: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Inverse of :func:`normalized_to_voxel_affine`: ``theta = S A S^-1``.
+
+    Parameters
+    ----------
+    matrix : Tensor ``(B, ndim + 1, ndim + 1)`` (or ``(B, ndim, ndim + 1)``)
+        Maps fixed voxel indices to moving voxel indices.
+    shape : sequence of int
+        The spatial shape of the grid.
+
+    Returns
+    -------
+    Tensor ``(B, ndim + 1, ndim + 1)`` in normalised coordinates.
+
+    Examples
+    --------
+    >>> A = torch.eye(3)[None]; A[0, 1, 2] = 2.0
+    >>> voxel_to_normalized_affine(A, (9, 9))[0, 1, 2]
+    tensor(0.5000)
+    """
+    ndim = len(shape)
+    matrix = _homogeneous(matrix, ndim, "matrix")
+    S, S_inv = _coordinate_maps(shape, matrix)
+    eye = torch.eye(ndim + 1, dtype=matrix.dtype, device=matrix.device)
+    return eye + S @ (matrix - eye) @ S_inv
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+class VelocityIntegrator(nn.Module):
+    """Turn a stationary velocity field into a displacement by scaling and squaring.
+
+    Parameters
+    ----------
+    steps : int
+        Number of squarings (the velocity is divided by ``2**steps``).
+
+    Examples
+    --------
+    >>> VelocityIntegrator(7)(torch.zeros(1, 2, 8, 8)).abs().max()
+    tensor(0.)
+    """
+
+    def __init__(self, steps: int = 7) -> None:
+        super().__init__()
+        self.steps = steps
+
+    def forward(self, velocity: torch.Tensor) -> torch.Tensor:
+        """``(B, ndim, *spatial)`` velocity -> displacement of ``exp(v)``, both in voxels."""
+        return integrate_velocity(velocity, steps=self.steps)
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f"steps={self.steps}"
+
+
+class AffineNet(nn.Module):
+    """Affine registration: a strided CNN on ``concat(fixed, moving)`` and an affine head.
+
+    The head predicts ``theta`` in normalised coordinates (resolution-agnostic, centred on the
+    image), which is converted with :func:`normalized_to_voxel_affine` for the output. An untrained
+    network returns exactly the identity.
+
+    Parameters
+    ----------
+    encoder : ConvEncoder
+        Takes ``2 * C`` channels.
+    head : AffineHead
+        Reads ``encoder.out_channels`` channels.
+    working_scale : float
+        The encoder sees the images resized by this factor (``0 < s <= 1``).
+
+    Examples
+    --------
+    >>> from deepreg_core.models import AffineHead, ConvEncoder
+    >>> net = AffineNet(ConvEncoder(2, 2, [8, 16]), AffineHead(2, 16))
+    >>> out = net(torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32))
+    >>> out.affine.shape, out.displacement.shape
+    (torch.Size([1, 3, 3]), torch.Size([1, 2, 32, 32]))
+    """
+
+    config: ModelConfig | None = None
+
+    def __init__(self, encoder: ConvEncoder, head: AffineHead, working_scale: float = 1.0) -> None:
+        super().__init__()
+        working_shape((4,), working_scale)  # validates the scale
+        self.encoder = encoder
+        self.head = head
+        self.working_scale = working_scale
+        self.ndim = encoder.ndim
+        self.in_channels = encoder.in_channels // 2
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> RegistrationOutput:
+        """Register ``moving`` to ``fixed``, both ``(B, C, *spatial)`` on the same grid."""
+        fixed, moving = check_pair(fixed, moving, self.ndim, self.in_channels)
+        shape = tuple(fixed.shape[2:])
+        inputs = torch.cat([fixed, moving], dim=1)
+        x = resize_image(inputs, working_shape(shape, self.working_scale))
+        theta = self.head(self.encoder(x))
+        affine = normalized_to_voxel_affine(theta, shape)
+        displacement = affine_to_displacement(affine, shape)
+        return RegistrationOutput(
+            warped=warp(moving, displacement), displacement=displacement, affine=affine
+        )
+
+
+class DeformableNet(nn.Module):
+    """Dense registration: backbone -> flow head -> (integrator) -> resize -> warp.
+
+    The backbone sees ``concat(fixed, moving)`` resized by ``working_scale``; the head predicts a
+    displacement there (or a velocity, when an integrator is given, integrated at that
+    resolution); the field is then resized to the input grid with
+    :func:`~deepreg_core.spatial.resize_displacement` and the moving image is warped by it.
+
+    Parameters
+    ----------
+    backbone : UNet
+        Takes ``2 * C`` channels, keeps the spatial size.
+    head : FlowHead
+        Reads ``backbone.out_channels`` channels.
+    integrator : VelocityIntegrator or None
+        Makes the network diffeomorphic (the head then predicts a velocity).
+    working_scale : float
+        ``0 < s <= 1``; ``0.5`` runs the network on a grid half the size along each axis.
+
+    Examples
+    --------
+    >>> from deepreg_core.models import FlowHead, UNet
+    >>> net = DeformableNet(UNet(3, 2, [4, 8]), FlowHead(3, 4), VelocityIntegrator(7), 0.5)
+    >>> net(torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 16, 16, 16)).displacement.shape
+    torch.Size([1, 3, 16, 16, 16])
+    """
+
+    config: ModelConfig | None = None
+
+    def __init__(
+        self,
+        backbone: UNet,
+        head: FlowHead,
+        integrator: VelocityIntegrator | None = None,
+        working_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        working_shape((4,), working_scale)  # validates the scale
+        self.backbone = backbone
+        self.head = head
+        self.integrator = integrator
+        self.working_scale = working_scale
+        self.ndim = backbone.ndim
+        self.in_channels = backbone.in_channels // 2
+
+    def predict_field(
+        self, inputs: torch.Tensor, shape: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run backbone, head and integrator on ``inputs`` resized by the working scale.
+
+        Parameters
+        ----------
+        inputs : Tensor ``(B, backbone.in_channels, *spatial)``
+            Already validated network input.
+        shape : sequence of int
+            The grid (over the same extent as ``inputs``) to return the fields on.
+
+        Returns
+        -------
+        (displacement, velocity)
+            Both ``(B, ndim, *shape)`` in voxels of that grid; velocity is None without an
+            integrator.
+        """
+        shape = tuple(shape)
+        x = resize_image(inputs, working_shape(inputs.shape[2:], self.working_scale))
+        field = self.head(self.backbone(x))
+        velocity = None
+        if self.integrator is not None:
+            velocity, field = field, self.integrator(field)
+        if tuple(field.shape[2:]) != shape:
+            field = resize_displacement(field, shape)
+            if velocity is not None:
+                velocity = resize_displacement(velocity, shape)
+        return field, velocity
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> RegistrationOutput:
+        """Register ``moving`` to ``fixed``, both ``(B, C, *spatial)`` on the same grid."""
+        fixed, moving = check_pair(fixed, moving, self.ndim, self.in_channels)
+        shape = tuple(fixed.shape[2:])
+        displacement, velocity = self.predict_field(torch.cat([fixed, moving], dim=1), shape)
+        return RegistrationOutput(
+            warped=warp(moving, displacement), displacement=displacement, velocity=velocity
+        )

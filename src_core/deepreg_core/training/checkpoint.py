@@ -1,0 +1,335 @@
+"""Self-describing checkpoints: safetensors weights + a JSON description, never pickle.
+
+A checkpoint is a folder::
+
+    weights.safetensors    the model's state dict
+    optimizer.safetensors  the optimiser's state tensors ("optimizer/<param>/<name>") and the
+                           torch CPU random state ("rng/torch_cpu")
+    config.yaml            the TrainConfig (so the folder is also a zoo model folder)
+    checkpoint.json        {format_version, package_version, config, step, rng (numpy, python),
+                           optimizer (param groups and scalar state), history, extra}
+
+Every file is written to a temporary name and moved into place with ``os.replace``;
+``checkpoint.json`` is removed first and written last, so a folder with a ``checkpoint.json`` is
+always complete. Loading rebuilds the model from the config (``build_model``) and reads tensors
+with safetensors only; :func:`load_weights` refuses ``.pt`` files that would run code.
+
+Example
+-------
+>>> path = save_checkpoint("run/ckpt", model, optimizer, step=10, config=cfg)  # doctest: +SKIP
+>>> ckpt = load_checkpoint(path)                                              # doctest: +SKIP
+>>> ckpt.step, type(ckpt.model).__name__                                      # doctest: +SKIP
+(10, 'DeformableNet')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import deepreg_core
+from deepreg_core.training.config import TrainConfig, atomic_write_text, save_config
+
+FORMAT_VERSION = 1
+WEIGHTS, OPTIMIZER, CONFIG, DESCRIPTION = (
+    "weights.safetensors", "optimizer.safetensors", "config.yaml", "checkpoint.json",
+)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes
+    ----------
+    path : Path
+        The checkpoint folder.
+    config : TrainConfig
+    step : int
+        Optimiser steps done.
+    model : nn.Module
+        Rebuilt from ``config.model`` with the saved weights, on the CPU, in eval mode.
+    optimizer_state : dict or None
+        Ready for ``optimizer.load_state_dict`` (None when no optimiser was saved).
+    rng : dict
+        ``{"torch_cpu": ByteTensor, "numpy": ..., "python": ...}`` (see :func:`restore_rng`).
+    history : dict
+        Loss history, ``{"train": [...], "val": [...]}``.
+    extra : dict
+        Whatever the caller saved alongside.
+    package_version : str
+        ``deepreg_core.__version__`` of the writer.
+    """
+
+    path: Path
+    config: TrainConfig
+    step: int
+    model: nn.Module
+    optimizer_state: dict[str, Any] | None
+    rng: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    package_version: str = ""
+
+
+# ----------------------------------------------------------------------------- random states
+
+
+def capture_rng() -> dict[str, Any]:
+    """The torch CPU, NumPy and Python global random states (the torch one as a tensor)."""
+    state = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch_cpu": torch.get_rng_state(),
+        "numpy": [state[0], state[1].tolist(), int(state[2]), int(state[3]), float(state[4])],
+        "python": [version, list(internal), gauss],
+    }
+
+
+def restore_rng(rng: Mapping[str, Any]) -> None:
+    """Set the global random states saved by :func:`capture_rng` (missing parts are skipped)."""
+    if "torch_cpu" in rng:
+        torch.set_rng_state(rng["torch_cpu"])
+    if "numpy" in rng:
+        name, keys, pos, has_gauss, cached = rng["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "python" in rng:
+        version, internal, gauss = rng["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(tensors, temp)
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to("cpu").clone().contiguous()
+
+
+def _split_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimiser state dict → (tensors for safetensors, JSON-ready rest)."""
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for param, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer/{param}/{name}"] = _plain(value)
+            else:
+                scalars.setdefault(str(param), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def save_checkpoint(
+    directory: str | os.PathLike[str], model: nn.Module, optimizer: torch.optim.Optimizer | None,
+    step: int, config: TrainConfig, extra: Mapping[str, Any] | None = None, *,
+    history: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a complete checkpoint folder atomically (see the module docstring).
+
+    Parameters
+    ----------
+    directory : path
+        The checkpoint folder (created; an older checkpoint there is replaced).
+    model : nn.Module
+        The network (a ``DistributedDataParallel`` wrapper is unwrapped).
+    optimizer : torch.optim.Optimizer or None
+    step : int
+        Optimiser steps done.
+    config : TrainConfig
+    extra : mapping, optional
+        JSON-serialisable data to keep alongside.
+    history : mapping, optional
+        Loss history (JSON-serialisable).
+
+    Returns
+    -------
+    Path
+        ``directory``.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}.")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step: expected an integer >= 0, got {step!r}.")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / DESCRIPTION).unlink(missing_ok=True)  # invalid until fully written again
+
+    network = getattr(model, "module", model)
+    _atomic_save_tensors({k: _plain(v) for k, v in network.state_dict().items()},
+                         directory / WEIGHTS)
+    rng = capture_rng()
+    tensors: dict[str, torch.Tensor] = {"rng/torch_cpu": rng.pop("torch_cpu")}
+    optimizer_json = None
+    if optimizer is not None:
+        optimizer_tensors, optimizer_json = _split_optimizer(optimizer)
+        tensors.update(optimizer_tensors)
+    _atomic_save_tensors(tensors, directory / OPTIMIZER)
+    save_config(config, directory / CONFIG)
+    description = {
+        "format_version": FORMAT_VERSION,
+        "package_version": deepreg_core.__version__,
+        "config": config.model_dump(mode="json"),
+        "step": step,
+        "rng": rng,
+        "optimizer": optimizer_json,
+        "history": dict(history or {}),
+        "extra": dict(extra or {}),
+    }
+    atomic_write_text(directory / DESCRIPTION, json.dumps(description))
+    return directory
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _join_optimizer(tensors: Mapping[str, torch.Tensor], saved: Mapping[str, Any]) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            _, param, name = key.split("/", 2)
+            state.setdefault(int(param), {})[name] = value
+    for param, values in saved.get("scalars", {}).items():
+        state.setdefault(int(param), {}).update(values)
+    return {"state": state, "param_groups": saved["param_groups"]}
+
+
+def load_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
+    """Load a checkpoint folder written by :func:`save_checkpoint` (no pickle involved).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder does not exist.
+    ValueError
+        If it is incomplete (no ``checkpoint.json``: interrupted while saving), of a newer
+        format, or its weights do not fit its config.
+    """
+    from deepreg_core.models import build_model
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such checkpoint folder.")
+    if not (directory / DESCRIPTION).is_file():
+        raise ValueError(
+            f"{directory}: incomplete checkpoint (no {DESCRIPTION}; it was probably interrupted "
+            "while saving). Use an earlier checkpoint."
+        )
+    description = json.loads((directory / DESCRIPTION).read_text(encoding="utf-8"))
+    version = description.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{directory}: checkpoint format_version {version!r} is not supported (this is "
+            f"deepreg_core {deepreg_core.__version__}, format {FORMAT_VERSION}). "
+            "Upgrade deepreg-core."
+        )
+    config = TrainConfig.model_validate(description["config"])
+    model = build_model(config.model)
+    weights = load_file(str(directory / WEIGHTS), device="cpu")
+    load_state(model, weights, directory / WEIGHTS)
+    model.eval()
+    tensors = load_file(str(directory / OPTIMIZER), device="cpu")
+    rng = dict(description.get("rng", {}))
+    if "rng/torch_cpu" in tensors:
+        rng["torch_cpu"] = tensors["rng/torch_cpu"]
+    saved = description.get("optimizer")
+    return Checkpoint(
+        path=directory, config=config, step=int(description["step"]), model=model,
+        optimizer_state=None if saved is None else _join_optimizer(tensors, saved),
+        rng=rng, history=description.get("history", {}), extra=description.get("extra", {}),
+        package_version=str(description.get("package_version", "")),
+    )
+
+
+def load_state(model: nn.Module, weights: Mapping[str, torch.Tensor], source: object) -> None:
+    """``model.load_state_dict(weights)`` that raises a ValueError naming ``source`` on mismatch."""
+    try:
+        missing, unexpected = model.load_state_dict(dict(weights), strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(
+            f"{source}: weights do not fit the model ({str(error).splitlines()[-1].strip()}). "
+            "Check that the config matches the weights."
+        ) from None
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: weights do not fit the model (missing {sorted(missing)[:5]}, unexpected "
+            f"{sorted(unexpected)[:5]}). Check that the config matches the weights."
+        )
+
+
+def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a state dict without executing code.
+
+    Parameters
+    ----------
+    path : path
+        A ``.safetensors`` file; a checkpoint or zoo folder (its ``weights.safetensors``); or a
+        ``.pt``/``.pth``/``.bin`` file read with ``torch.load(weights_only=True)``, which refuses
+        anything but tensors and plain containers (a ``{"state_dict": ...}`` or
+        ``{"model": ...}`` wrapper is unwrapped).
+
+    Returns
+    -------
+    dict of str to Tensor, on the CPU.
+
+    Raises
+    ------
+    ValueError
+        Unknown suffix, or a pickle that holds objects other than tensors (it would run code).
+
+    Example
+    -------
+    >>> state = load_weights("run/checkpoints/step_00001000")  # doctest: +SKIP
+    >>> model.load_state_dict(state)                           # doctest: +SKIP
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file.")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return load_file(str(path), device="cpu")
+    if suffix not in (".pt", ".pth", ".bin"):
+        raise ValueError(
+            f"{path}: expected a .safetensors, .pt, .pth or .bin weights file, got {suffix!r}."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as error:
+        raise ValueError(
+            f"{path}: refused to load: the file holds objects other than tensors, and unpickling "
+            f"them could run code ({type(error).__name__}). Convert trusted weights to "
+            "safetensors."
+        ) from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ValueError(f"{path}: expected a mapping of parameter names to tensors.")
+    return dict(state)

@@ -1,0 +1,281 @@
+"""Events, the stop token, and synthetic pairs checked against their own ground truth."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import threading
+
+import pytest
+import torch
+
+from deepreg_core import synth
+from deepreg_core.events import (
+    CheckpointSaved,
+    Finished,
+    Metrics,
+    Progress,
+    Started,
+    Stopped,
+    StopRequested,
+    StopToken,
+    drain,
+)
+from deepreg_core.metrics import folding_fraction, mean_dice
+from deepreg_core.spatial import identity_grid, integrate_velocity, warp
+from deepreg_core.synth import (
+    AffineParams,
+    make_affine,
+    mni_pair,
+    random_affine,
+    random_label_map,
+    random_velocity,
+    render_labels,
+    synthetic_pair,
+)
+
+# ----------------------------------------------------------------------------- events
+
+
+def test_events_are_frozen_values():
+    event = Progress(step=3, total=10)
+    assert event == Progress(3, 10, "")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.step = 4  # type: ignore[misc]
+    assert Metrics(1, {"loss": 0.5}).phase == "train"
+    assert CheckpointSaved(2, "x").step == 2 and Stopped(5).checkpoint is None
+
+
+def test_stop_token_is_set_from_another_thread():
+    token = StopToken()
+    assert not token.stopped
+    token.raise_if_stopped()  # nothing to raise yet
+    thread = threading.Thread(target=token.stop)
+    thread.start()
+    thread.join()
+    assert token.stopped
+    with pytest.raises(StopRequested, match="stop was requested"):
+        token.raise_if_stopped()
+
+
+def test_drain_returns_last_event_and_reports_each():
+    seen = []
+    events = [Started(2, {}), Progress(1, 2), Progress(2, 2), Finished({"x": 1})]
+    last = drain(iter(events), on_event=seen.append)
+    assert last == Finished({"x": 1}) and seen == events
+
+
+def test_drain_refuses_an_empty_job():
+    with pytest.raises(ValueError, match="at least one event"):
+        drain(iter([]))
+
+
+# ----------------------------------------------------------------------------- label maps
+
+
+def test_label_map_is_reproducible_and_seed_dependent():
+    a = random_label_map((32, 32), 5, torch.Generator().manual_seed(7))
+    b = random_label_map((32, 32), 5, 7)
+    c = random_label_map((32, 32), 5, 8)
+    assert a.shape == (1, 1, 32, 32) and a.dtype == torch.int64
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert 0 <= int(a.min()) and int(a.max()) <= 4
+    assert len(torch.unique(a)) >= 3  # several labels, not a single blob
+
+
+def test_label_map_3d_and_errors():
+    assert random_label_map((8, 12, 10), 3, 0).shape == (1, 1, 8, 12, 10)
+    with pytest.raises(ValueError, match="n_labels"):
+        random_label_map((16, 16), 0, 0)
+    with pytest.raises(ValueError, match="shape"):
+        random_label_map((16,), 3, 0)
+    with pytest.raises(TypeError, match="generator"):
+        random_label_map((16, 16), 3, "seed")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="scale"):
+        random_label_map((16, 16), 3, 0, scale=-1.0)
+
+
+def test_render_without_blur_bias_noise_is_piecewise_constant_per_label():
+    labels = random_label_map((24, 24), 4, 0)
+    image = render_labels(labels, 1, max_blur=0, max_bias=0, max_noise=0)
+    for value in torch.unique(labels):
+        region = image[labels == value]
+        assert float(region.max() - region.min()) < 1e-6  # one intensity per label
+    other = render_labels(labels, 2, max_blur=0, max_bias=0, max_noise=0)
+    means = [float(image[labels == v].mean()) for v in torch.unique(labels)]
+    other_means = [float(other[labels == v].mean()) for v in torch.unique(labels)]
+    assert max(abs(a - b) for a, b in zip(means, other_means)) > 0.1  # a different contrast
+
+
+def test_render_stays_in_unit_range_and_is_reproducible():
+    labels = random_label_map((32, 32), 6, 3)
+    image = render_labels(labels, 4, max_bias=1.0, max_noise=0.5)
+    assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
+    assert torch.equal(image, render_labels(labels, 4, max_bias=1.0, max_noise=0.5))
+
+
+def test_render_rejects_float_labels_and_bad_magnitudes():
+    with pytest.raises(TypeError, match="integer"):
+        render_labels(torch.zeros(1, 1, 8, 8), 0)
+    with pytest.raises(ValueError, match="shape"):
+        render_labels(torch.zeros(8, 8, dtype=torch.long), 0)
+    with pytest.raises(ValueError, match="max_noise"):
+        render_labels(torch.zeros(1, 1, 8, 8, dtype=torch.long), 0, max_noise=-1.0)
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+def test_random_velocity_bounds_smoothness_and_reproducibility():
+    v = random_velocity((48, 48), 0, max_std=4.0, smoothness=12.0)
+    assert v.shape == (1, 2, 48, 48)
+    assert float(v.std()) <= 4.0 + 1e-5
+    assert torch.equal(v, random_velocity((48, 48), 0, max_std=4.0, smoothness=12.0))
+    assert not torch.equal(v, random_velocity((48, 48), 1, max_std=4.0, smoothness=12.0))
+    # smooth: neighbouring voxels differ by much less than the field's spread
+    step = (v[..., 1:, :] - v[..., :-1, :]).abs().mean()
+    assert float(step) < 0.25 * float(v.std())
+    # exp(v) of a smooth field does not fold
+    assert folding_fraction(integrate_velocity(v)) == 0.0
+
+
+def test_random_velocity_zero_magnitude_is_zero_and_errors():
+    assert float(random_velocity((16, 16, 16), 0, max_std=0.0).abs().max()) == 0.0
+    with pytest.raises(ValueError, match="max_std"):
+        random_velocity((16, 16), 0, max_std=float("nan"))
+    with pytest.raises(ValueError, match="smoothness"):
+        random_velocity((16, 16), 0, smoothness=0.0)
+
+
+@pytest.mark.parametrize("shape", [(16, 20), (8, 10, 12)])
+def test_random_affine_with_zero_magnitudes_is_identity(shape):
+    matrix = random_affine(shape, 5, rotation=0, scale=0, shear=0, translation=0)
+    assert torch.equal(matrix, torch.eye(len(shape) + 1))
+
+
+def test_make_affine_rotates_about_the_centre():
+    params = AffineParams(rotation=(90.0,), scale=(1.0, 1.0), shear=(0.0,), translation=(0.0, 0.0))
+    A = make_affine(params, (5, 5))
+    centre = torch.tensor([2.0, 2.0, 1.0])
+    assert torch.allclose(A @ centre, centre, atol=1e-6)
+    # (2, 4) is 2 voxels from the centre along axis 1; a quarter turn takes it to (0, 2)
+    moved = A @ torch.tensor([2.0, 4.0, 1.0])
+    assert torch.allclose(moved, torch.tensor([0.0, 2.0, 1.0]), atol=1e-6)
+
+
+def test_make_affine_scale_shear_translation_known_values():
+    params = AffineParams(rotation=(0.0, 0.0, 0.0), scale=(2.0, 1.0, 0.5),
+                          shear=(0.1, 0.0, 0.0), translation=(1.0, -2.0, 3.0))
+    A = make_affine(params, (9, 9, 9))
+    assert math.isclose(float(torch.linalg.det(A[:3, :3])), 1.0, rel_tol=1e-6)
+    centre = torch.tensor([4.0, 4.0, 4.0, 1.0])
+    assert torch.allclose(A @ centre, torch.tensor([5.0, 2.0, 7.0, 1.0]))
+    with pytest.raises(ValueError, match="params.rotation"):
+        make_affine(params, (9, 9))
+
+
+def test_random_affine_bounds_and_reproducibility():
+    magnitudes = {"rotation": 20, "scale": 0.2, "shear": 0.1, "translation": 3}
+    a = random_affine((32, 32), 0, **magnitudes)
+    assert torch.equal(a, random_affine((32, 32), 0, **magnitudes))
+    assert not torch.equal(a, random_affine((32, 32), 1, **magnitudes))
+    p = synth.sample_affine_params(3, 0, rotation=20, scale=0.2, shear=0.1, translation=3)
+    assert all(abs(r) <= 20 for r in p.rotation) and all(0.8 <= s <= 1.2 for s in p.scale)
+    assert all(abs(t) <= 3 for t in p.translation) and all(abs(s) <= 0.1 for s in p.shear)
+    with pytest.raises(ValueError, match="scale"):
+        random_affine((32, 32), 0, scale=1.5)
+    with pytest.raises(ValueError, match="rotation"):
+        random_affine((32, 32), 0, rotation=-1)
+    with pytest.raises(ValueError, match="ndim"):
+        synth.sample_affine_params(4, 0)
+
+
+# ----------------------------------------------------------------------------- pairs
+
+
+def _interior(x: torch.Tensor, margin: int = 4) -> torch.Tensor:
+    index = (Ellipsis,) + (slice(margin, -margin),) * (x.dim() - 2)
+    return x[index]
+
+
+def _lands_inside(u: torch.Tensor, margin: int = 3) -> torch.Tensor:
+    """Fixed voxels whose image ``x + u(x)`` lies inside the moving grid (``margin`` voxels in).
+
+    Elsewhere the moving image had to be extrapolated, so no ground truth can hold there.
+    """
+    phi = identity_grid(u.shape[2:]) + u
+    upper = torch.tensor(u.shape[2:]).view(1, -1, *[1] * (u.dim() - 2)) - 1 - margin
+    return ((phi >= margin) & (phi <= upper)).all(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("affine", [False, True])
+def test_synthetic_pair_ground_truth_aligns_images_and_labels(seed, affine):
+    pair = synthetic_pair((48, 48), seed, affine=affine, same_contrast=True, max_bias=0,
+                          max_noise=0, max_blur=2.0, velocity_std=4.0, smoothness=12.0)
+    assert pair.displacement.shape == (1, 2, 48, 48)
+    assert float(pair.displacement.abs().max()) > 0.5  # a real deformation, not a no-op
+    assert (pair.affine is not None) == affine
+    inside = _lands_inside(pair.displacement)
+    assert float(inside.float().mean()) > 0.5
+    before = float(((pair.moving - pair.fixed) ** 2)[inside].mean())
+    aligned = warp(pair.moving, pair.displacement)
+    after = float(((aligned - pair.fixed) ** 2)[inside].mean())
+    assert after < 3e-3 and after < 0.2 * before
+    moved = warp(pair.moving_labels, pair.displacement, mode="nearest")
+    assert mean_dice(moved[inside], pair.fixed_labels[inside]) > 0.9
+
+
+def test_synthetic_pair_3d_ground_truth():
+    pair = synthetic_pair((20, 20, 20), 0, affine=True, same_contrast=True, max_bias=0,
+                          max_noise=0, max_blur=2.0, velocity_std=2.0, translation=1.0)
+    moved = warp(pair.moving_labels, pair.displacement, mode="nearest")
+    inside = _lands_inside(pair.displacement, 2)
+    assert mean_dice(moved[inside], pair.fixed_labels[inside]) > 0.9
+
+
+def test_synthetic_pair_multimodal_changes_contrast_not_geometry():
+    pair = synthetic_pair((32, 32), 4, same_contrast=False, max_bias=0, max_noise=0, max_blur=0)
+    aligned = warp(pair.moving, pair.displacement)
+    labels = pair.fixed_labels
+    fixed_means = torch.stack([pair.fixed[labels == v].mean() for v in torch.unique(labels)])
+    moving_means = torch.stack([aligned[labels == v].mean() for v in torch.unique(labels)])
+    assert float((fixed_means - moving_means).abs().max()) > 0.1  # another "modality"
+    moved = warp(pair.moving_labels, pair.displacement, mode="nearest")
+    inside = _lands_inside(pair.displacement)
+    assert mean_dice(moved[inside], labels[inside]) > 0.9
+
+
+def test_synthetic_pair_reproducible_and_identity_without_transforms():
+    a = synthetic_pair((32, 32), 11)
+    b = synthetic_pair((32, 32), torch.Generator().manual_seed(11))
+    for name in ("fixed", "moving", "displacement", "moving_labels"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    assert not torch.equal(a.fixed, synthetic_pair((32, 32), 12).fixed)
+    still = synthetic_pair((32, 32), 0, deformable=False, affine=False)
+    assert float(still.displacement.abs().max()) == 0.0
+    assert torch.equal(still.moving_labels, still.fixed_labels)
+
+
+def test_mni_pair_ground_truth():
+    pytest.importorskip("nilearn")
+    pair = mni_pair((64, 64), 0, velocity_std=3.0, max_noise=0.0)
+    assert pair.fixed.shape == (1, 1, 64, 64)
+    assert set(torch.unique(pair.fixed_labels).tolist()) == {0, 1, 2}
+    before = float(((pair.moving - pair.fixed) ** 2).mean())
+    after = float(_interior((warp(pair.moving, pair.displacement) - pair.fixed) ** 2).mean())
+    assert before > 0 and after < 0.3 * before
+    moved = warp(pair.moving_labels, pair.displacement, mode="nearest")
+    assert mean_dice(_interior(moved), _interior(pair.fixed_labels)) > 0.85
+    other = mni_pair((64, 64), 0, velocity_std=3.0, max_noise=0.0, same_contrast=False)
+    assert torch.equal(other.displacement, pair.displacement)  # same draw, other contrast
+    assert not torch.allclose(other.moving, pair.moving)
+
+
+def test_mni_pair_without_nilearn_says_how_to_install(monkeypatch):
+    synth._mni_volumes.cache_clear()
+    monkeypatch.setitem(sys.modules, "nilearn", None)
+    with pytest.raises(ImportError, match="pip install nilearn"):
+        mni_pair((16, 16), 0)
+    synth._mni_volumes.cache_clear()
