@@ -1,0 +1,227 @@
+"""The Inspect deformation dock widget: quality control of any displacement field.
+
+Pick a displacement-field layer (a napari Image layer with a vector axis of size ``ndim`` first or
+last, see :mod:`._fields`) or open an ITK/ANTs displacement NIfTI, and get the deformation grid,
+the Jacobian determinant map (diverging colormap centred on 1), the folds (``det <= 0``, red), the
+displacement magnitude, the folding fraction and a histogram of the Jacobian. Output layers are
+named after the field layer and updated in place on a second analysis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, PushButton
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
+
+from napari_deepreg import _layers
+from napari_deepreg._histogram import JacobianHistogram
+
+if TYPE_CHECKING:
+    import napari
+
+
+def _notify_error(message: str) -> None:
+    from napari.utils import notifications
+
+    notifications.show_error(message)
+
+
+def field_layer_placement(matrix: np.ndarray) -> dict[str, Any]:
+    """Placement of a ``(ndim, *spatial)`` layer whose spatial axes have voxel-to-world ``matrix``.
+
+    The vector axis (first) gets scale 1 and no offset.
+    """
+    ndim = matrix.shape[0] - 1
+    full = np.eye(ndim + 2)
+    full[1:, 1:] = matrix
+    return _layers.placement_from_affine(full)
+
+
+def summarise(stats: Any, magnitude: np.ndarray, unit: str) -> str:
+    """The text read-out of a field analysis.
+
+    Examples
+    --------
+    >>> from napari_deepreg._fields import FieldStats
+    >>> s = FieldStats(np.ones((4, 4)), np.zeros((4, 4), np.uint8), 0.0)
+    >>> print(summarise(s, np.zeros((4, 4)), "mm"))
+    folding 0.000 % (0 voxels)
+    det J min 1.000, median 1.000, max 1.000
+    |u| mean 0.00 mm, max 0.00 mm
+    """
+    jac = stats.jacobian
+    return (
+        f"folding {100 * stats.folding_fraction:.3f} % ({int(stats.folds.sum())} voxels)\n"
+        f"det J min {jac.min():.3f}, median {np.median(jac):.3f}, max {jac.max():.3f}\n"
+        f"|u| mean {magnitude.mean():.2f} {unit}, max {magnitude.max():.2f} {unit}"
+    )
+
+
+class InspectWidget(QWidget):
+    """Grid, Jacobian, folds, magnitude and Jacobian histogram of a displacement field."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.stats: Any = None
+        self.output_layers: dict[str, Any] = {}
+        self.worker: Any = None
+        self._field: tuple[str, np.ndarray, dict[str, Any]] | None = None
+
+        def field_layers(_widget: Any) -> list[tuple[str, Any]]:
+            from napari_deepreg._fields import is_field_layer
+
+            return [(ly.name, ly) for ly in self.viewer.layers if is_field_layer(ly)]
+
+        self.field_combo = ComboBox(label="field", choices=field_layers, nullable=True)
+        self.units_combo = ComboBox(label="vectors in", choices=["voxels", "world"],
+                                    value="voxels")
+        self.open_button = PushButton(text="Open displacement NIfTI…")
+        self.analyse_button = PushButton(text="Analyse")
+        self.form = Container(widgets=[self.field_combo, self.units_combo, self.open_button,
+                                       self.analyse_button])
+        self.summary_label = QLabel("")
+        self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.summary_label.setMinimumHeight(4 * self.summary_label.fontMetrics().lineSpacing())
+        self.histogram = JacobianHistogram()
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.summary_label)
+        layout.addWidget(self.histogram)
+        layout.addStretch(1)
+
+        self.open_button.changed.connect(self._open_clicked)
+        self.analyse_button.changed.connect(self._analyse_clicked)
+        self.viewer.dims.events.order.connect(self._refresh_grid)
+        self.viewer.dims.events.ndisplay.connect(self._refresh_grid)
+        self.reset_choices()
+
+    def reset_choices(self, *_: Any) -> None:
+        """Refresh the field picker (napari calls this when layers change)."""
+        self.form.reset_choices()
+        if self.field_combo.value is None and self.field_combo.choices:
+            self.field_combo.value = self.field_combo.choices[-1]
+
+    # ------------------------------------------------------------------ input
+    def load_file(self, path: str | Path) -> Any:
+        """Open an ITK/ANTs displacement NIfTI as a field layer (vectors in voxels) and pick it."""
+        from napari_deepreg._fields import read_field_file
+        from napari_deepreg._reader import _stem
+
+        u, grid = read_field_file(str(path))
+        name = f"{_stem(Path(path))} field"
+        metadata = _layers.metadata_for(grid, {_layers.FIELD_KEY: "voxels"})
+        layer = self.viewer.add_image(u, name=name, metadata=metadata, visible=False,
+                                      **field_layer_placement(np.asarray(grid.affine)))
+        self.reset_choices()
+        self.field_combo.value = layer
+        self.units_combo.value = "voxels"
+        return layer
+
+    def _take_field(self, layer: Any) -> tuple[str, np.ndarray, np.ndarray, str]:
+        """Name, field in voxels, spatial voxel-to-world matrix and world unit of a layer."""
+        from napari_deepreg._fields import field_from_layer
+
+        u, matrix = field_from_layer(layer, self.units_combo.value)
+        unit = layer.metadata.get(_layers.META_KEY, {}).get("unit", "world units")
+        return layer.name, u, matrix, unit
+
+    # ------------------------------------------------------------------ analysis
+    def analyse(self, layer: Any = None) -> Any:
+        """Analyse ``layer`` (default: the chosen one) now, on this thread; returns the stats."""
+        name, u, matrix, unit = self._take_field(self.field_combo.value if layer is None else layer)
+        self._show(name, u, matrix, unit, _compute(u, matrix, self._displayed_axes(u.shape[0])))
+        return self.stats
+
+    def _analyse_clicked(self, *_: Any) -> None:
+        if self.worker is not None:
+            return
+        try:
+            name, u, matrix, unit = self._take_field(self.field_combo.value)
+        except (ValueError, TypeError) as error:
+            _notify_error(str(error))
+            return
+        from napari.qt.threading import create_worker
+        from superqt.utils import FunctionWorker
+
+        self.worker = create_worker(_compute, u, matrix, self._displayed_axes(u.shape[0]),
+                                    _worker_class=FunctionWorker, _ignore_errors=True)
+        self.worker.returned.connect(lambda outputs: self._show(name, u, matrix, unit, outputs))
+        self.worker.errored.connect(lambda error: _notify_error(f"Analysis failed: {error}"))
+        self.worker.finished.connect(self._on_finished)
+        self.analyse_button.enabled = False
+        self.worker.start()
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.analyse_button.enabled = True
+
+    def _show(self, name: str, u: np.ndarray, matrix: np.ndarray, unit: str,
+              outputs: dict[str, Any]) -> None:
+        from napari_deepreg._rendering import jacobian_limits
+        from napari_deepreg._results import (
+            GRID_STYLE, JACOBIAN_COLORMAP, LayerSpec, fold_colormap, grid_placement, show_specs,
+        )
+
+        stats = outputs["stats"]
+        place = _layers.placement_from_affine(matrix)
+        place.setdefault("scale", [1.0] * u.shape[0])
+        place.setdefault("translate", [0.0] * u.shape[0])
+        specs = [
+            LayerSpec("jacobian", f"{name} jacobian", "image", stats.jacobian,
+                      {"colormap": JACOBIAN_COLORMAP,
+                       "contrast_limits": jacobian_limits(stats.jacobian)}),
+            LayerSpec("folds", f"{name} folds", "labels", stats.folds,
+                      {"colormap": fold_colormap()}),
+            LayerSpec("magnitude", f"{name} |u|", "image", outputs["magnitude"],
+                      {"colormap": "viridis", "visible": False}),
+            LayerSpec("grid", f"{name} grid", "image", outputs["grid"], dict(GRID_STYLE)),
+        ]
+        for spec in specs:
+            spec.kwargs.update(grid_placement(place, u.shape[1:], outputs["grid"].shape)
+                               if spec.role == "grid" else place)
+            spec.kwargs["metadata"] = {_layers.RESULT_KEY: {"role": spec.role, "source": name}}
+        self.output_layers = show_specs(self.viewer, specs, name)
+        self.stats, self._field = stats, (name, u, place)
+        self.summary_label.setText(summarise(stats, outputs["magnitude"], unit))
+        self.histogram.set_values(stats.jacobian)
+
+    def _displayed_axes(self, ndim: int) -> tuple[int, ...]:
+        return _layers.displayed_axes(self.viewer, ndim)
+
+    def _refresh_grid(self, *_: Any) -> None:
+        from napari_deepreg._results import grid_image
+
+        layer = self.output_layers.get("grid")
+        if self._field is None or layer is None or layer not in self.viewer.layers:
+            return
+        _, u, _ = self._field
+        if u.shape[0] == 3:
+            layer.data = grid_image(u, self._displayed_axes(3))
+
+    def _open_clicked(self, *_: Any) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open displacement field", "",
+                                              "NIfTI displacement field (*.nii.gz *.nii)")
+        if path:
+            try:
+                self.load_file(path)
+            except (ValueError, TypeError, OSError) as error:
+                _notify_error(str(error))
+
+
+def _compute(u: np.ndarray, matrix: np.ndarray, displayed: tuple[int, ...]) -> dict[str, Any]:
+    """Everything shown for a field (pure; runs in a worker thread for the Analyse button)."""
+    from napari_deepreg._fields import analyse_field
+    from napari_deepreg._rendering import displacement_magnitude
+    from napari_deepreg._results import grid_image
+
+    spacing = np.linalg.norm(matrix[:-1, :-1], axis=0)
+    return {
+        "stats": analyse_field(u),
+        "magnitude": displacement_magnitude(u, spacing),
+        "grid": grid_image(u, displayed),
+    }

@@ -1,0 +1,126 @@
+"""napari reader for NIfTI (``.nii``, ``.nii.gz``) and TIFF (``.tif``, ``.tiff``) images.
+
+Images open in physical space (see :mod:`napari_deepreg._layers`): ``scale=spacing`` and
+``translate=origin`` for axis-aligned files, the full ``affine`` for oblique ones. The header and
+affine are kept in the layer's metadata so that results save back with them. Integer NIfTI
+files that look like label maps (a name with ``label``/``seg``/``aseg``..., or few distinct values)
+open as Labels layers.
+
+The reader never raises: anything it cannot read (4D series, vector fields, corrupt files) gives
+``None`` so that napari can try another reader. Only numpy is imported at module level.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from napari_deepreg._layers import LayerDataTuple, layer_data_from_image, looks_like_labels
+
+SUFFIXES = (".nii.gz", ".nii", ".tif", ".tiff")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+PathLike = str | os.PathLike
+
+
+def _single_path(path: PathLike | list[PathLike]) -> Path | None:
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    try:
+        return Path(path)
+    except TypeError:
+        return None
+
+
+def _spatial_ndim(path: Path) -> int | None:
+    """Number of spatial axes a file holds, from its header only (None when unreadable)."""
+    name = path.name.lower()
+    try:
+        if name.endswith(NIFTI_SUFFIXES):
+            import nibabel as nib
+
+            shape = list(nib.load(path).shape)
+        else:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                shape = [n for n, a in zip(series.shape, series.axes) if n > 1 or a in "YX"]
+                if series.axes.endswith("S") and shape and shape[-1] in (3, 4):
+                    shape = shape[:-1]  # colour samples become grey
+    except Exception:  # noqa: BLE001 - a reader must never raise
+        return None
+    while len(shape) > 3 and shape[-1] == 1:
+        shape.pop()
+    if len(shape) == 3 and shape[2] == 1 and name.endswith(NIFTI_SUFFIXES):
+        shape.pop()
+    return len(shape)
+
+
+ReaderFunction = Callable[[Any], list[LayerDataTuple] | None]
+
+
+def get_reader(path: PathLike | list[PathLike]) -> ReaderFunction | None:
+    """Return :func:`read_layers` when ``path`` is a 2D or 3D NIfTI/TIFF file, else None.
+
+    Parameters
+    ----------
+    path : str, PathLike or list of one
+        What napari asks about.
+
+    Returns
+    -------
+    callable or None
+        None for folders, several files, other suffixes, 4D/vector data or unreadable headers.
+
+    Examples
+    --------
+    >>> get_reader("notes.txt") is None
+    True
+    """
+    target = _single_path(path)
+    if target is None or not target.name.lower().endswith(SUFFIXES) or not target.is_file():
+        return None
+    if _spatial_ndim(target) not in (2, 3):
+        return None
+    return read_layers
+
+
+def read_layers(path: PathLike | list[PathLike]) -> list[LayerDataTuple] | None:
+    """Read one NIfTI/TIFF file as a napari image or labels layer in physical space.
+
+    Parameters
+    ----------
+    path : str, PathLike or list of one
+        The file.
+
+    Returns
+    -------
+    list of (data, kwargs, layer_type) or None
+        One layer, named after the file; None when the file cannot be read as a 2D/3D image.
+    """
+    target = _single_path(path)
+    if target is None:
+        return None
+    try:
+        from deepreg_core.io import read_image
+
+        image = read_image(target)
+    except Exception:  # noqa: BLE001 - a reader must never raise
+        return None
+    name = _stem(target)
+    is_nifti = target.name.lower().endswith(NIFTI_SUFFIXES)
+    labels = looks_like_labels(name, image.data, count_values=is_nifti)
+    return [layer_data_from_image(image, name, "labels" if labels else "image")]
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem

@@ -1,0 +1,108 @@
+"""The registration job as the Register widget runs it in a worker thread.
+
+The job is the core's ``register_iter`` generator (``docs/architecture.md``) with two additions
+that keep the GUI thread free and error dialogs out of sight:
+
+- after ``Finished(result)`` the pictures of the result (Jacobian, grid, checkerboard...) are
+  computed in the worker too and yielded as :class:`Rendered`;
+- any exception becomes a :class:`JobFailed` event carrying a message for
+  ``napari.utils.notifications.show_error`` (the worker itself never errors on bad input).
+
+The job receives copies of the layer data (made on the GUI thread) and never touches layers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """The job stopped on an error; ``message`` says what went wrong and how to fix it."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The registration finished: its ``result`` and the arrays of its output layers."""
+
+    result: Any
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def registration_job(
+    fixed: Any,
+    moving: Any,
+    options: dict[str, Any],
+    stop: Any,
+    displayed: tuple[int, ...] | None = None,
+) -> Iterator[Any]:
+    """Yield the core's events, then :class:`Rendered`; :class:`JobFailed` instead of raising.
+
+    Parameters
+    ----------
+    fixed, moving : deepreg_core.image.Image
+        Copies of the layers' data in their physical space.
+    options : dict
+        Keyword arguments of ``deepreg_core.inference.register_iter`` (model, refine_steps,
+        regularization, device, labels and points).
+    stop : deepreg_core.events.StopToken
+        Set by the Cancel button; the core checks it at every step and yields ``Stopped``.
+    displayed : tuple of int, optional
+        Array axes on screen, for the deformation grid.
+    """
+    try:
+        from deepreg_core.events import Finished
+        from deepreg_core.inference import register_iter
+
+        from napari_deepreg._results import render_outputs
+
+        for event in register_iter(fixed, moving, stop=stop, **options):
+            if isinstance(event, Finished):
+                yield Rendered(event.result, render_outputs(event.result, displayed))
+            else:
+                yield event
+    except (ValueError, TypeError) as error:
+        yield JobFailed(str(error))
+    except Exception as error:  # noqa: BLE001 - shown to the user, logged with its traceback
+        logger.exception("registration failed")
+        yield JobFailed(f"Registration failed ({type(error).__name__}): {error}")
+
+
+def format_metrics(metrics: dict[str, float], model: str = "", device: str = "") -> str:
+    """A short multi-line read-out of a result's metrics (before → after).
+
+    Examples
+    --------
+    >>> print(format_metrics({"ncc_before": 0.5, "ncc_after": 0.9, "folding_percent": 0.0}))
+    NCC 0.500 → 0.900
+    folding 0.000 %
+    """
+    lines = []
+    pairs = [("NCC", "ncc", "{:.3f}"), ("MI", "mi", "{:.3f}"), ("Dice", "dice", "{:.3f}"),
+             ("TRE", "tre", "{:.2f}")]
+    for label, key, fmt in pairs:
+        before_key = f"{key}_before_mm" if key == "tre" else f"{key}_before"
+        after_key = f"{key}_after_mm" if key == "tre" else f"{key}_after"
+        if before_key in metrics and after_key in metrics:
+            unit = " mm" if key == "tre" else ""
+            lines.append(f"{label} {fmt.format(metrics[before_key])} → "
+                         f"{fmt.format(metrics[after_key])}{unit}")
+    if "folding_percent" in metrics:
+        lines.append(f"folding {metrics['folding_percent']:.3f} %")
+    tail = []
+    if "seconds" in metrics:
+        tail.append(f"{metrics['seconds']:.1f} s")
+    if device:
+        tail.append(f"on {device}")
+    if model:
+        tail.append(f"({model})")
+    if tail:
+        lines.append(" ".join(tail))
+    return "\n".join(lines)

@@ -1,0 +1,436 @@
+"""The Register dock widget: pick a fixed and a moving layer, a model, run, look at the result.
+
+The widget only adapts the core's generator (``deepreg_core.inference.register_iter``): layer data
+are copied on the GUI thread, the job runs in a ``thread_worker`` (:mod:`._register_job`) and its
+events update the progress bar; the result arrives as layers named after the moving layer
+(:mod:`._results`). Cancel sets the core's ``StopToken``. Errors become
+``napari.utils.notifications.show_error`` messages, never traceback dialogs. Sub-widgets are
+attributes (``fixed_combo``, ``run_button``...) so tests can set values and press buttons; the
+actions behind buttons are methods (``run``, ``cancel``, ``apply_to_layer``, ``export_warped``,
+``export_transform``) that tests call with paths instead of file dialogs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox, ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox,
+)
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFileDialog, QLabel, QTextBrowser, QVBoxLayout, QWidget
+from superqt import QCollapsible
+
+from napari_deepreg import _layers
+from napari_deepreg._register_job import JobFailed, Rendered, format_metrics, registration_job
+
+if TYPE_CHECKING:
+    import napari
+
+MODEL_KINDS = ("deformable", "affine", "affine+deformable", "global-local")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _notify_error(message: str) -> None:
+    from napari.utils import notifications
+
+    notifications.show_error(message)
+
+
+def _is_spatial_image(layer: Any) -> bool:
+    """A 2D or 3D image layer that is not a displacement field opened by the Inspect widget."""
+    return (layer.__class__.__name__ == "Image" and layer.ndim in (2, 3)
+            and _layers.FIELD_KEY not in layer.metadata)
+
+
+class RegisterWidget(QWidget):
+    """Register a moving image layer to a fixed one with a pretrained model (+ refinement)."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.result: Any = None
+        self.output_layers: dict[str, Any] = {}
+        self.worker: Any = None
+        self._stop: Any = None
+        self._extra_models: dict[str, Any] = {}
+        self._source = ""  # the moving layer name the current result belongs to
+        self._place: dict[str, Any] = {}
+        self._inverse: Any = None  # the inverse field, computed when points are first warped
+        self._pending: tuple[Any, ...] = ()  # (fixed layer, moving layer) of the running job
+
+        def layers_of(*kinds: str):
+            def choices(_widget: Any) -> list[tuple[str, Any]]:
+                layers = self.viewer.layers
+                return [(ly.name, ly) for ly in layers if ly.__class__.__name__ in kinds]
+            return choices
+
+        def images(_widget: Any) -> list[tuple[str, Any]]:
+            return [(ly.name, ly) for ly in self.viewer.layers if _is_spatial_image(ly)]
+
+        self.fixed_combo = ComboBox(label="fixed", choices=images, nullable=True)
+        self.moving_combo = ComboBox(label="moving", choices=images, nullable=True)
+        self.model_combo = ComboBox(label="model", choices=self._model_choices)
+        self.device_combo = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self.refine_check = CheckBox(text="instance optimisation", value=False)
+        self.steps_spin = SpinBox(label="steps", min=1, max=10_000, value=100)
+        self.reg_default_check = CheckBox(text="model's regularisation", value=True)
+        self.reg_spin = FloatSpinBox(label="regularisation", min=0.0, max=1000.0, step=0.1,
+                                     value=1.0)
+        self.fixed_labels_combo = ComboBox(label="fixed labels", choices=layers_of("Labels"),
+                                           nullable=True)
+        self.moving_labels_combo = ComboBox(label="moving labels", choices=layers_of("Labels"),
+                                            nullable=True)
+        self.fixed_points_combo = ComboBox(label="fixed points", choices=layers_of("Points"),
+                                           nullable=True)
+        self.moving_points_combo = ComboBox(label="moving points", choices=layers_of("Points"),
+                                            nullable=True)
+        self.run_button = PushButton(text="Run")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
+        self.status_label = Label(value="")
+        self.metrics_label = QLabel("")
+        self.metrics_label.setMinimumHeight(5 * self.metrics_label.fontMetrics().lineSpacing())
+        self.metrics_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.apply_combo = ComboBox(label="apply to",
+                                    choices=layers_of("Image", "Labels", "Points"), nullable=True)
+        self.apply_button = PushButton(text="Apply transform to layer", enabled=False)
+        self.export_warped_button = PushButton(text="Save warped image…", enabled=False)
+        self.export_transform_button = PushButton(text="Save transform…", enabled=False)
+
+        self.form = Container(widgets=[
+            self.fixed_combo, self.moving_combo, self.model_combo, self.device_combo,
+            self.refine_check, self.steps_spin, self.reg_default_check, self.reg_spin,
+        ])
+        self.card_text = QTextBrowser()
+        self.card_text.setMinimumHeight(160)
+        self.card = QCollapsible("Model card")
+        self.card.addWidget(self.card_text)
+        self.evaluation = Container(widgets=[
+            self.fixed_labels_combo, self.moving_labels_combo, self.fixed_points_combo,
+            self.moving_points_combo,
+        ])
+        self.evaluation_box = QCollapsible("Labels and points (Dice, TRE)")
+        self.evaluation_box.addWidget(self.evaluation.native)
+        self.controls = Container(widgets=[
+            Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
+                      labels=False),
+            self.progress, self.status_label,
+        ])
+        self.actions = Container(widgets=[
+            self.apply_combo, self.apply_button, self.export_warped_button,
+            self.export_transform_button,
+        ])
+        layout = QVBoxLayout(self)
+        parts = (self.form.native, self.card, self.evaluation_box, self.controls.native,
+                 self.metrics_label, self.actions.native)
+        for part in parts:
+            layout.addWidget(part)
+        layout.addStretch(1)
+
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self.apply_button.changed.connect(self._apply_clicked)
+        self.export_warped_button.changed.connect(self._export_warped_clicked)
+        self.export_transform_button.changed.connect(self._export_transform_clicked)
+        self.model_combo.changed.connect(self._update_card)
+        self.fixed_combo.changed.connect(self._update_card)
+        self.refine_check.changed.connect(self._update_enabled)
+        self.reg_default_check.changed.connect(self._update_enabled)
+        self.viewer.dims.events.order.connect(self._refresh_grid)
+        self.viewer.dims.events.ndisplay.connect(self._refresh_grid)
+        self.reset_choices()
+        self._update_enabled()
+
+    # ------------------------------------------------------------------ choices
+    def reset_choices(self, *_: Any) -> None:
+        """Refresh every layer picker (napari calls this when layers change)."""
+        for container in (self.form, self.evaluation, self.actions):
+            container.reset_choices()
+        self._pick_default_pair()
+
+    def _pick_default_pair(self) -> None:
+        images = [ly for ly in self.viewer.layers
+                  if _is_spatial_image(ly) and _layers.RESULT_KEY not in ly.metadata]
+        by_name = {ly.name: ly for ly in images}
+        if self.fixed_combo.value is None and images:
+            self.fixed_combo.value = by_name.get("fixed", images[0])
+        if self.moving_combo.value is None and len(images) > 1:
+            others = [ly for ly in images if ly != self.fixed_combo.value]
+            self.moving_combo.value = by_name.get("moving", others[0])
+
+    def _model_choices(self, _widget: Any = None) -> list[str]:
+        from deepreg_core import zoo
+
+        names = list(MODEL_KINDS) + [n for n in zoo.list_models() if n not in MODEL_KINDS]
+        return names + [n for n in self._extra_models if n not in names]
+
+    def add_model(self, name: str, model: Any) -> None:
+        """Offer a model built in this session (e.g. by the Train widget) under ``name``."""
+        self._extra_models[name] = model
+        self.model_combo.reset_choices()
+        self.model_combo.value = name
+
+    def _update_card(self, *_: Any) -> None:
+        from deepreg_core import zoo
+
+        name = self.model_combo.value
+        if name in self._extra_models:
+            text = f"# {name}\nA model added in this session (not saved in the zoo)."
+        else:
+            layer = self.fixed_combo.value
+            ndim = layer.ndim if layer is not None else 2
+            first = str(name).split("+")[-1]
+            key = f"{first}-{ndim}d" if first in MODEL_KINDS else first
+            try:
+                text = zoo.model_card(key)
+            except (ValueError, OSError):
+                text = (f"# {name}\nNo model card found for `{key}`: this model is not installed "
+                        "in the zoo yet.")
+        self.card_text.setMarkdown(text)
+
+    def _update_enabled(self, *_: Any) -> None:
+        refine = bool(self.refine_check.value)
+        self.steps_spin.enabled = refine
+        self.reg_default_check.enabled = refine
+        self.reg_spin.enabled = refine and not self.reg_default_check.value
+
+    # ------------------------------------------------------------------ run
+    def _collect(self) -> tuple[Any, Any, dict[str, Any]]:
+        """Copy the chosen layers into core Images (GUI thread) and gather the options."""
+        fixed_layer, moving_layer = self.fixed_combo.value, self.moving_combo.value
+        fixed = _layers.layer_to_image(fixed_layer, "fixed")
+        moving = _layers.layer_to_image(moving_layer, "moving")
+        if fixed_layer == moving_layer:
+            raise ValueError("fixed and moving are the same layer; pick two different images.")
+        if fixed.ndim != moving.ndim:
+            raise ValueError(
+                f"fixed {fixed_layer.name!r} is {fixed.ndim}D {fixed.shape} but moving "
+                f"{moving_layer.name!r} is {moving.ndim}D {moving.shape}; pick two 2D or two 3D "
+                "images."
+            )
+        model = self.model_combo.value
+        if model is None:
+            raise ValueError("model: no model chosen. Pick one from the list.")
+        options: dict[str, Any] = {
+            "model": self._extra_models.get(model, model),
+            "device": self.device_combo.value,
+            "refine_steps": int(self.steps_spin.value) if self.refine_check.value else 0,
+            "regularization": None if self.reg_default_check.value else float(self.reg_spin.value),
+        }
+        if self.fixed_labels_combo.value is not None:
+            options["fixed_labels"] = _layers.layer_to_image(
+                self.fixed_labels_combo.value, "fixed labels", kind="labels")
+        if self.moving_labels_combo.value is not None:
+            options["moving_labels"] = _layers.layer_to_image(
+                self.moving_labels_combo.value, "moving labels", kind="labels")
+        fixed_points, moving_points = self.fixed_points_combo.value, self.moving_points_combo.value
+        if fixed_points is not None and moving_points is None:
+            raise ValueError("fixed points need moving points too: TRE compares pairs of points.")
+        if moving_points is not None:
+            options["moving_points"] = _layers.points_to_voxels(moving_points, moving,
+                                                                "moving points")
+        if fixed_points is not None:
+            options["fixed_points"] = _layers.points_to_voxels(fixed_points, fixed, "fixed points")
+            if len(options["fixed_points"]) != len(options["moving_points"]):
+                raise ValueError(
+                    f"fixed points ({len(options['fixed_points'])}) and moving points "
+                    f"({len(options['moving_points'])}) must come in pairs, in the same order."
+                )
+        return fixed, moving, options
+
+    def run(self, *_: Any) -> None:
+        """Start a registration in a worker thread (Run button)."""
+        if self.worker is not None:
+            return
+        try:
+            fixed, moving, options = self._collect()
+        except (ValueError, TypeError) as error:
+            _notify_error(str(error))
+            return
+        from napari.qt.threading import create_worker
+        from superqt.utils import GeneratorWorker
+
+        from deepreg_core.events import StopToken
+
+        self._stop = StopToken()
+        self._pending = (self.fixed_combo.value, self.moving_combo.value)
+        self.worker = create_worker(
+            registration_job, fixed, moving, options, self._stop, self._displayed_axes(fixed.ndim),
+            _worker_class=GeneratorWorker, _ignore_errors=True,
+        )
+        self.worker.yielded.connect(self._on_event)
+        self.worker.errored.connect(lambda error: _notify_error(str(error)))
+        self.worker.finished.connect(self._on_finished)
+        token = self._stop
+        self.destroyed.connect(lambda *_: token.stop())  # closing napari stops the job
+        self._set_running(True)
+        self.status_label.value = "starting…"
+        self.worker.start()
+
+    def cancel(self, *_: Any) -> None:
+        """Ask the running job to stop at its next step (Cancel button)."""
+        if self._stop is not None:
+            self._stop.stop()
+            self.status_label.value = "stopping…"
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.enabled = not running
+        self.cancel_button.enabled = running
+        has_result = self.result is not None and not running
+        for button in (self.apply_button, self.export_warped_button, self.export_transform_button):
+            button.enabled = has_result
+
+    def _on_event(self, event: Any) -> None:
+        name = type(event).__name__
+        if name == "Started":
+            self.progress.max = max(int(event.total_steps), 1)
+            self.progress.value = 0
+            self.status_label.value = f"running {event.config.get('model', '')}"
+        elif name == "Progress":
+            self.progress.max = max(int(event.total), 1)
+            self.progress.value = min(int(event.step), self.progress.max)
+            self.status_label.value = event.message
+        elif name == "Stopped":
+            self.status_label.value = f"cancelled at step {event.step}; no layer was changed"
+        elif isinstance(event, JobFailed):
+            self.status_label.value = "failed"
+            _notify_error(event.message)
+        elif isinstance(event, Rendered):
+            self._show_result(event)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self._stop = None
+        self._set_running(False)
+
+    # ------------------------------------------------------------------ result
+    def _show_result(self, event: Rendered) -> None:
+        fixed_layer, moving_layer = self._pending
+        self._present(event.result, event.outputs, fixed_layer, moving_layer)
+
+    def show_result(self, result: Any, fixed_layer: Any, moving_layer: Any) -> dict[str, Any]:
+        """Show a ``RegistrationResult`` computed elsewhere (CLI, script) as if run here.
+
+        ``fixed_layer`` places the output layers; ``moving_layer`` names them. Returns the output
+        layers by role.
+        """
+        from napari_deepreg._results import render_outputs
+
+        outputs = render_outputs(result, self._displayed_axes(result.fixed.ndim))
+        self._present(result, outputs, fixed_layer, moving_layer)
+        return self.output_layers
+
+    def _present(self, result: Any, outputs: dict[str, Any], fixed_layer: Any,
+                 moving_layer: Any) -> None:
+        from napari_deepreg._results import registration_specs, show_specs
+
+        source = moving_layer.name
+        self.result, self._source, self._inverse = result, source, None
+        self._place = _layers.placement_like(fixed_layer)
+        specs = registration_specs(result, outputs, source, self._place)
+        self.output_layers = show_specs(self.viewer, specs, source)
+        if fixed_layer in self.viewer.layers:
+            fixed_layer.colormap = "green"  # green fixed + magenta warped: white where they agree
+        if moving_layer in self.viewer.layers:
+            moving_layer.visible = False
+        self.metrics_label.setText(format_metrics(result.metrics, result.model_name,
+                                                  result.device))
+        self.status_label.value = "done"
+        self._set_running(self.worker is not None)
+
+    def _displayed_axes(self, ndim: int) -> tuple[int, ...]:
+        return _layers.displayed_axes(self.viewer, ndim)
+
+    def _refresh_grid(self, *_: Any) -> None:
+        """Re-render a 3D grid for the axes now on screen (slice plane or 3D lattice)."""
+        from napari_deepreg._results import grid_image
+
+        layer = self.output_layers.get("grid")
+        if self.result is None or layer is None or layer not in self.viewer.layers:
+            return
+        if self.result.fixed.ndim == 3:
+            layer.data = grid_image(self.result.displacement, self._displayed_axes(3))
+
+    # ------------------------------------------------------------------ use the result
+    def apply_to_layer(self, layer: Any) -> Any:
+        """Warp another layer of the moving space onto the fixed grid; returns the new layer.
+
+        Images are interpolated linearly, labels with nearest neighbour, points moved through the
+        inverse transform. The output is named ``"<layer> warped"`` and updated on a re-run.
+        """
+        from napari_deepreg._results import LayerSpec, show_specs
+        from napari_deepreg._transform import inverse_field, warp_layer_image, warp_points
+
+        if self.result is None:
+            raise ValueError("No registration result yet: press Run first.")
+        kind = layer.__class__.__name__
+        if kind == "Points":
+            matrix = _layers.layer_world_matrix(layer)
+            world = layer.data @ matrix[:-1, :-1].T + matrix[:-1, -1]
+            if world.shape[1] != self.result.fixed.ndim:
+                raise ValueError(f"{layer.name!r}: expected {self.result.fixed.ndim}D points.")
+            if self._inverse is None:
+                self._inverse = inverse_field(self.result)
+            data = warp_points(self.result, world, self._inverse)
+            size = float(np.mean(layer.size)) if len(layer.size) else 3.0
+            layer_type, style = "points", {"face_color": "yellow", "size": size}
+        elif kind in ("Image", "Labels"):
+            labels = kind == "Labels"
+            image = _layers.layer_to_image(layer, layer.name, kind="labels" if labels else "image")
+            data = warp_layer_image(self.result, image, labels).data
+            layer_type, style = kind.lower(), {"opacity": 0.5} if labels else {}
+        else:
+            raise TypeError(
+                f"{layer.name!r}: expected an Image, Labels or Points layer, got {kind}."
+            )
+        spec = LayerSpec("applied", f"{layer.name} warped", layer_type, data,
+                         {**style, **self._place})
+        spec.kwargs["metadata"] = {**_layers.metadata_for(self.result.fixed),
+                                   _layers.RESULT_KEY: {"role": "applied", "source": layer.name}}
+        return show_specs(self.viewer, [spec], layer.name)["applied"]
+
+    def export_warped(self, path: str | Path) -> Path:
+        """Save the warped image (fixed grid and header) to ``path``."""
+        from napari_deepreg._transform import export_warped
+
+        if self.result is None:
+            raise ValueError("No registration result yet: press Run first.")
+        return export_warped(self.result, path)
+
+    def export_transform(self, path: str | Path) -> list[Path]:
+        """Save the displacement field (ITK/ANTs NIfTI) and, if any, the affine (``.tfm``)."""
+        from napari_deepreg._transform import export_transform
+
+        if self.result is None:
+            raise ValueError("No registration result yet: press Run first.")
+        return export_transform(self.result, path)
+
+    def _guarded(self, action: Any, *args: Any) -> Any:
+        try:
+            return action(*args)
+        except (ValueError, TypeError, OSError) as error:
+            _notify_error(str(error))
+            return None
+
+    def _apply_clicked(self, *_: Any) -> None:
+        if self.apply_combo.value is None:
+            _notify_error("apply to: no layer chosen. Pick an image, labels or points layer.")
+            return
+        self._guarded(self.apply_to_layer, self.apply_combo.value)
+
+    def _export_warped_clicked(self, *_: Any) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save warped image", f"{self._source} warped.nii.gz",
+            "NIfTI (*.nii.gz *.nii);;TIFF (*.tif)")
+        if path:
+            self._guarded(self.export_warped, path)
+
+    def _export_transform_clicked(self, *_: Any) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save transform (displacement field)", f"{self._source}_warp.nii.gz",
+            "NIfTI displacement field (*.nii.gz *.nii)")
+        if path:
+            self._guarded(self.export_transform, path)

@@ -1,0 +1,183 @@
+"""Output layers: build them from a result and add them to the viewer, or update them in place.
+
+Every output layer carries ``metadata[RESULT_KEY] = {"role": role, "source": <name>}`` so that a
+second run on the same moving layer finds its layers and replaces their data instead of piling
+up new ones; a user layer that merely shares the name is never touched. Output layers sit in
+the fixed layer's physical space (same scale, translate, rotate, shear and affine) and carry the
+fixed image's header for saving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_deepreg import _rendering
+from napari_deepreg._layers import RESULT_KEY, metadata_for
+
+JACOBIAN_COLORMAP = "PiYG"  # diverging: pink < 1 (shrink), white = 1, green > 1 (grow)
+GRID_STYLE = {"colormap": "gray", "blending": "additive", "contrast_limits": (0.0, 1.0),
+              "opacity": 0.35}
+
+
+@dataclass
+class LayerSpec:
+    """One output layer: ``name``, napari ``layer_type``, ``data`` and constructor ``kwargs``."""
+
+    role: str
+    name: str
+    layer_type: str
+    data: np.ndarray
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def fold_colormap() -> Any:
+    """Labels colormap for fold masks: 1 (``det <= 0``) red, the rest transparent."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "red"})
+
+
+def render_outputs(result: Any, displayed: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
+    """The pictures of a registration result as arrays on the fixed grid (no layers touched).
+
+    Safe to call from a worker thread. ``displayed`` are the array axes on screen, for the
+    deformation grid (see :func:`napari_deepreg._rendering.deformation_grid`).
+    """
+    from napari_deepreg._fields import analyse_field
+
+    fixed, warped = result.fixed.data, result.warped.data
+    stats = analyse_field(result.displacement)
+    return {
+        "checkerboard": _rendering.checkerboard(fixed, warped),
+        "difference": _rendering.difference(fixed, warped),
+        "jacobian": stats.jacobian,
+        "folds": stats.folds,
+        "magnitude": _rendering.displacement_magnitude(result.displacement, result.fixed.spacing),
+        "grid": grid_image(result.displacement, displayed),
+    }
+
+
+def grid_image(displacement: np.ndarray, displayed: tuple[int, ...] | None) -> np.ndarray:
+    """The deformation grid, rendered :func:`grid_factor` times finer than the field."""
+    factor = _rendering.grid_upsampling(displacement.shape[1:])
+    width = 1.0 if factor > 1 else 0.8  # about one pixel wide, never broken between voxels
+    return _rendering.deformation_grid(displacement, displayed=displayed, factor=factor,
+                                       width=width)
+
+
+def grid_placement(place: dict[str, Any], field_shape: tuple[int, ...],
+                   grid_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Placement of a grid image rendered finer than the field: the scale divided by the factor.
+
+    napari applies ``scale`` first, so dividing it is exact whatever the rotation or affine.
+    """
+    factor = (grid_shape[0] - 1) / max(field_shape[0] - 1, 1)
+    return {**place, "scale": [s / factor for s in place["scale"]]}
+
+
+def registration_specs(
+    result: Any, outputs: dict[str, np.ndarray], moving_name: str, place: dict[str, Any]
+) -> list[LayerSpec]:
+    """The output layers of a registration, bottom to top, placed with ``place``.
+
+    Parameters
+    ----------
+    result : RegistrationResult
+    outputs : dict
+        :func:`render_outputs` of ``result``.
+    moving_name : str
+        Names the layers (``"<moving> warped"``...) and tags them for the next run.
+    place : dict
+        napari placement keywords of the fixed layer (:func:`placement_like`).
+    """
+    warped = np.asarray(result.warped.data, dtype=np.float32)
+    folds = outputs["folds"]
+    specs = [
+        LayerSpec("warped", f"{moving_name} warped", "image", warped,
+                  {"colormap": "magenta", "blending": "additive",
+                   "contrast_limits": _robust_limits(warped)}),
+        LayerSpec("checkerboard", f"{moving_name} checkerboard", "image", outputs["checkerboard"],
+                  {"colormap": "gray", "contrast_limits": (0.0, 1.0), "visible": False}),
+        LayerSpec("difference", f"{moving_name} difference", "image", outputs["difference"],
+                  {"colormap": "bwr", "contrast_limits": (-1.0, 1.0), "visible": False}),
+        LayerSpec("jacobian", f"{moving_name} jacobian", "image", outputs["jacobian"],
+                  {"colormap": JACOBIAN_COLORMAP,
+                   "contrast_limits": _rendering.jacobian_limits(outputs["jacobian"]),
+                   "visible": False}),
+        LayerSpec("folds", f"{moving_name} folds", "labels", folds,
+                  {"colormap": fold_colormap(), "visible": bool(folds.any())}),
+        LayerSpec("magnitude", f"{moving_name} |u|", "image", outputs["magnitude"],
+                  {"colormap": "viridis", "visible": False}),
+        LayerSpec("saliency", f"{moving_name} saliency", "image",
+                  np.asarray(result.saliency, dtype=np.float32),
+                  {"colormap": "inferno", "blending": "additive", "contrast_limits": (0.0, 1.0),
+                   "visible": False}),
+        LayerSpec("grid", f"{moving_name} grid", "image", outputs["grid"], GRID_STYLE.copy()),
+    ]
+    grid_place = grid_placement(place, warped.shape, outputs["grid"].shape)
+    if result.warped_labels is not None:
+        specs.append(LayerSpec("warped labels", f"{moving_name} warped labels", "labels",
+                               np.asarray(result.warped_labels.data),
+                               {"opacity": 0.5, "visible": False}))
+    if result.warped_points is not None:
+        specs.append(LayerSpec("warped points", f"{moving_name} warped points", "points",
+                               np.asarray(result.warped_points),
+                               {"face_color": "yellow", "size": 3.0}))
+    meta = metadata_for(result.fixed)
+    for spec in specs:
+        spec.kwargs.update(grid_place if spec.role == "grid" else place)
+        spec.kwargs["metadata"] = {**meta, RESULT_KEY: {"role": spec.role, "source": moving_name}}
+    return specs
+
+
+def _robust_limits(data: np.ndarray) -> tuple[float, float]:
+    """``(min, 99.5th percentile)``, never an empty range."""
+    low, high = float(np.min(data)), float(np.percentile(data, 99.5))
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def find_output(viewer: Any, source: str, role: str) -> Any | None:
+    """The output layer of ``role`` made for moving layer ``source``, or None."""
+    for layer in viewer.layers:
+        tag = layer.metadata.get(RESULT_KEY)
+        if isinstance(tag, dict) and tag.get("source") == source and tag.get("role") == role:
+            return layer
+    return None
+
+
+# placement first, then display: what a second run may change on an existing output layer
+_SETTABLE = ("scale", "translate", "rotate", "shear", "affine", "metadata", "colormap", "blending",
+             "contrast_limits", "opacity")
+
+
+def show_specs(viewer: Any, specs: list[LayerSpec], source: str) -> dict[str, Any]:
+    """Add each spec as a layer, or update the layer of the same role from a previous run.
+
+    Returns the layers by role. Updated layers keep their visibility (the user's choice).
+    """
+    layers = {}
+    for spec in specs:
+        layer = find_output(viewer, source, spec.role)
+        if layer is not None and layer.__class__.__name__.lower() != spec.layer_type:
+            viewer.layers.remove(layer)
+            layer = None
+        if layer is None:
+            add = getattr(viewer, f"add_{spec.layer_type}")
+            layer = add(spec.data, name=spec.name, **spec.kwargs)
+        else:
+            _update(layer, spec)
+        layers[spec.role] = layer
+    return layers
+
+
+def _update(layer: Any, spec: LayerSpec) -> None:
+    layer.data = spec.data
+    for key in _SETTABLE:
+        if key in spec.kwargs:
+            setattr(layer, key, spec.kwargs[key])
+    if layer.name != spec.name:
+        layer.name = spec.name
+    layer.refresh()

@@ -1,0 +1,75 @@
+"""The demo behind ``make demo``: the 3D sample pair, the Register widget, the default model run.
+
+    python -m napari_deepreg.demo                 # opens napari and leaves it open
+    python -m napari_deepreg.demo --headless --output demo_output   # under Xvfb: screenshots, exit
+
+With ``--headless`` the viewer is not shown; after the registration finishes, screenshots of the
+canvas and of the whole window (with the widget and its metrics) are saved into ``--output`` and
+the process exits (non-zero if the registration failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _wait(app, predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        app.processEvents()
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m napari_deepreg.demo")
+    parser.add_argument("--headless", action="store_true", help="screenshots, then exit")
+    parser.add_argument("--output", default="demo_output")
+    parser.add_argument("--sample", default="brain_3d", choices=["brain_3d", "brain_2d"])
+    parser.add_argument("--refine-steps", type=int, default=30)
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args(argv)
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(title="napari-deepreg demo", show=not args.headless)
+    viewer.window.resize(1500, 950) if hasattr(viewer.window, "resize") else None
+    viewer.open_sample("napari-deepreg", args.sample)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepreg", "Register")
+    app = QApplication.instance()
+    widget.reset_choices()
+    if args.refine_steps > 0:
+        widget.refine_check.value = True
+        widget.steps_spin.value = args.refine_steps
+    widget.run()
+    finished = _wait(app, lambda: getattr(widget, "worker", None) is None, args.timeout)
+    _wait(app, lambda: False, 1.0)  # let the result layers draw
+    if not args.headless:
+        napari.run()
+        return 0
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    viewer.dims.ndisplay = 2
+    viewer.screenshot(str(out / "canvas.png"), canvas_only=True)
+    viewer.screenshot(str(out / "window.png"), canvas_only=False)
+    result = getattr(widget, "result", None)
+    summary = {"finished": bool(finished and result is not None),
+               "layers": [layer.name for layer in viewer.layers]}
+    if result is not None:
+        summary["metrics"] = result.metrics
+        summary["model"] = result.model_name
+    (out / "demo.json").write_text(json.dumps(summary, indent=2, default=float))
+    print(json.dumps(summary, indent=2, default=float))
+    viewer.close()
+    return 0 if summary["finished"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
