@@ -1,0 +1,62 @@
+"""The shipped zoo: every model loads without executing code and behaves at identity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepreg_core import synth, zoo
+from deepreg_core.image import Image
+from deepreg_core.inference import register
+
+SHIPPED = ["affine-2d", "affine-3d", "deformable-2d", "deformable-3d", "global-local-2d"]
+
+
+def test_the_zoo_ships_its_models():
+    shipped = {name for name, entry in zoo.entries().items() if entry.shipped}
+    assert set(SHIPPED) <= shipped
+    for name in SHIPPED:
+        entry = zoo.get(name)
+        assert (entry.path / "card.md").is_file() and "## Training" in entry.card
+        size = (entry.path / "weights.safetensors").stat().st_size
+        assert size < 8 * 1024**2  # a few MB in all
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_model_matches_its_name_and_keeps_an_identical_pair_still(name):
+    model = zoo.load_model(name)
+    cfg = model.train_config
+    assert cfg.model.ndim == int(name[-2])
+    assert cfg.model.kind == name.rsplit("-", 1)[0].replace("-", "_")
+    shape = tuple(cfg.data.shape)
+    image = synth.synthetic_pair(shape, 99, deformable=False).fixed
+    with torch.no_grad():
+        out = model(image, image)
+    magnitude = out.displacement.norm(dim=1).mean().item()
+    assert magnitude < 0.5, f"{name}: an identical pair moved by {magnitude:.3f} voxels"
+    if cfg.model.kind == "affine":
+        np.testing.assert_allclose(out.affine[0].numpy(), np.eye(len(shape) + 1), atol=0.05)
+
+
+def test_register_by_kind_picks_the_zoo_model_for_the_dimensionality():
+    pair = synth.mni_pair((58, 50), 1001) if _has_nilearn() else synth.synthetic_pair((64, 64), 1)
+    fixed = Image.from_array(pair.fixed[0, 0].numpy(), spacing=(2.0, 2.0))
+    moving = Image.from_array(pair.moving[0, 0].numpy(), spacing=(2.0, 2.0))
+    result = register(fixed, moving, model="affine+deformable", refine_steps=20)
+    assert result.model_name == "affine-2d+deformable-2d"
+    assert result.affine is not None and result.affine.shape == (3, 3)
+    assert result.metrics["ncc_after"] > result.metrics["ncc_before"]
+
+
+def test_unknown_model_names_are_refused_with_the_choices():
+    with pytest.raises(ValueError, match="deformable-2d"):
+        zoo.get("deformable-4d")
+
+
+def _has_nilearn() -> bool:
+    try:
+        import nilearn  # noqa: F401
+    except ImportError:
+        return False
+    return True
