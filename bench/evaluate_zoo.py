@@ -59,7 +59,7 @@ def evaluate(name: str, cases: int) -> dict:
     cfg = zoo.get(name).config()
     report = {}
     datasets = ["synthetic", "mni"] if cfg.model.ndim == 2 else ["mni"]
-    model = f"affine-3d+{name}" if name == "deformable-3d" else name
+    model = name
     for data in datasets:
         for steps in (0, 50):
             if cfg.model.kind == "affine" and steps:
@@ -77,7 +77,7 @@ def evaluate(name: str, cases: int) -> dict:
 
 def to_markdown(name: str, report: dict, cases: int) -> str:
     lines = [f"Medians over {cases} cases (seeds 1000+), CPU, `python bench/evaluate_zoo.py {name}`"
-             + (" (run as `affine-3d+deformable-3d`)." if name == "deformable-3d" else "."),
+             + ".",
              "", "| data | Dice before | Dice after | EPE before mm | EPE after mm | folding % | s |",
              "|---|---|---|---|---|---|---|"]
     for key, s in report.items():
