@@ -86,6 +86,7 @@ class TrainWidget(QWidget):
         self.resume_button = PushButton(text="Resume")
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
         self.status_label = Label(value="")
+        self.validation_label = Label(value="")  # validation Dice / folding when labels exist
         self.loss_plot = LossPlot()
 
         self.form = Container(widgets=[
@@ -97,7 +98,7 @@ class TrainWidget(QWidget):
         self.controls = Container(widgets=[
             Container(widgets=[self.start_button, self.stop_button, self.resume_button],
                       layout="horizontal", labels=False),
-            self.progress, self.status_label,
+            self.progress, self.status_label, self.validation_label,
         ])
         layout = QVBoxLayout(self)
         for part in (self.form.native, self.controls.native, self.loss_plot):
@@ -371,6 +372,8 @@ class TrainWidget(QWidget):
         elif name == "Metrics":
             if "loss" in event.values:
                 self.loss_plot.add_point(event.phase, event.step, event.values["loss"])
+            if event.phase == "val":
+                self.validation_label.value = validation_text(event.step, event.values)
         elif name == "Stopped":
             self.status_label.value = f"stopped at step {event.step}; checkpoint saved"
         elif isinstance(event, Published):
@@ -395,3 +398,15 @@ class TrainWidget(QWidget):
         self.worker = None
         self._stop = None
         self._set_running(False)
+
+
+def validation_text(step: int, values: dict) -> str:
+    """One line of validation scores: loss, Dice and folding when the data has labels."""
+    parts = [f"validation @ {step}: loss {values['loss']:.4g}"] if "loss" in values else []
+    if "dice" in values:
+        before = values.get("dice_before")
+        parts.append(f"Dice {before:.3f} → {values['dice']:.3f}" if before is not None
+                     else f"Dice {values['dice']:.3f}")
+    if "folding_fraction" in values:
+        parts.append(f"folding {100 * values['folding_fraction']:.3f} %")
+    return " · ".join(parts)

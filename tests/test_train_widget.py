@@ -183,3 +183,12 @@ def test_eta_format():
     assert format_eta(123.4) == "2:03 left"
     assert format_eta(3725) == "1:02:05 left"
     assert format_eta(float("inf")) == ""
+
+
+def test_validation_line_shows_dice_and_folding():
+    from napari_deepreg._train_widget import validation_text
+
+    text = validation_text(40, {"loss": 0.5, "dice": 0.91, "dice_before": 0.7,
+                                "folding_fraction": 0.0005})
+    assert text == "validation @ 40: loss 0.5 · Dice 0.700 → 0.910 · folding 0.050 %"
+    assert "Dice" not in validation_text(3, {"loss": 1.0})
