@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 EXPECTED_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError, NotADirectoryError,
@@ -24,14 +22,9 @@ EXPECTED_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError, NotADi
 
 
 def _write_json(data: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from deepreg_core._files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def _progress(events, desc: str):

@@ -34,9 +34,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
@@ -44,6 +41,7 @@ import numpy as np
 import scipy.io
 import torch
 
+from deepreg_core._files import atomic_target
 from deepreg_core.image import Image
 
 __all__ = [
@@ -156,23 +154,6 @@ def _as_matrix(matrix: object, ndim: int, name: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- files
-@contextmanager
-def _atomic_target(path: Path, suffix: str) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it onto ``path`` only once fully written."""
-    if not path.parent.is_dir():
-        raise FileNotFoundError(
-            f"{path}: the folder {path.parent} does not exist. Create it first."
-        )
-    temporary = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}{suffix}")
-    try:
-        yield temporary
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def _nifti_suffix(path: Path) -> str:
     name = path.name.lower()
     for suffix in (".nii.gz", ".nii"):
@@ -343,7 +324,7 @@ def save_displacement_nifti(
     header.set_intent(_INTENTS[convention])
     header.set_xyzt_units(xyz="mm")
     header["descrip"] = f"displacement field, {'LPS' if convention == 'itk' else 'RAS'} mm"
-    with _atomic_target(path, suffix) as temporary:
+    with atomic_target(path, suffix) as temporary:
         nib.save(nifti, temporary)
     return path
 
@@ -549,7 +530,7 @@ def save_affine_itk(
         "FixedParameters: " + " ".join(["0"] * n),
         "",
     ]
-    with _atomic_target(path, path.suffix) as temporary:
+    with atomic_target(path, path.suffix) as temporary:
         temporary.write_text("\n".join(lines), encoding="ascii")
     return path
 

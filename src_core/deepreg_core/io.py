@@ -16,12 +16,9 @@ written next to its target under a temporary name and moved into place with ``os
 from __future__ import annotations
 
 import os
-import secrets
 import warnings
 import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +26,7 @@ import nibabel as nib
 import numpy as np
 import tifffile
 
+from deepreg_core._files import atomic_target
 from deepreg_core.image import Image
 
 __all__ = ["SUPPORTED_SUFFIXES", "read_image", "write_image"]
@@ -422,18 +420,6 @@ def read_image(
     return Image(_finish_dtype(data, labels, float_dtype, path), affine, meta)
 
 
-@contextmanager
-def _atomic_target(path: Path, suffix: str) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` only on success."""
-    temporary = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}{suffix}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
 def write_image(
     image: Image, path: str | os.PathLike[str], *, reference: Image | None = None
 ) -> None:
@@ -480,7 +466,7 @@ def write_image(
     if path.is_dir():
         raise ValueError(f"{path}: expected a file path, got a folder.")
     kind = _FORMATS[suffix]
-    with _atomic_target(path, suffix) as temporary:
+    with atomic_target(path, suffix) as temporary:
         if kind == "nifti":
             source_meta = dict(image.meta)
             if reference is not None and "nifti_header" in reference.meta:

@@ -28,7 +28,6 @@ import json
 import os
 import pickle
 import random
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import deepreg_core
-from deepreg_core.training.config import TrainConfig, atomic_write_text, save_config
+from deepreg_core._files import atomic_target, atomic_write_text
+from deepreg_core.training.config import TrainConfig, save_config
 
 FORMAT_VERSION = 1
 WEIGHTS, OPTIMIZER, CONFIG, DESCRIPTION = (
@@ -114,15 +114,8 @@ def restore_rng(rng: Mapping[str, Any]) -> None:
 
 
 def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(tensors, temp)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_target(path) as temporary:
+        save_file(tensors, str(temporary))
 
 
 def _plain(tensor: torch.Tensor) -> torch.Tensor:

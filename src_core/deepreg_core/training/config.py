@@ -17,13 +17,13 @@ Example
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from deepreg_core._files import atomic_write_text
 from deepreg_core.models.config import ModelConfig
 
 Size = Annotated[int, Field(ge=8, le=1024)]
@@ -262,18 +262,3 @@ def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> Path:
     text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     atomic_write_text(path, text)
     return path
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
