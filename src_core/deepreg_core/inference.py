@@ -10,9 +10,10 @@ Pipeline
    (any size, spacing and orientation), and both are normalised to [0, 1] by robust percentiles.
 2. Each network stage (affine, deformable, global-to-local) runs on its own working grid (the grid
    it was trained on); its field is upsampled to the fixed grid and composed with the previous ones.
-3. Instance optimisation (``refine_steps > 0``) refines the result: a stationary velocity field is
-   optimised for the image similarity plus a diffusion regulariser, and composed with the
-   network's field, so a diffeomorphic network result stays diffeomorphic.
+3. Instance optimisation (``refine_steps > 0``, :mod:`deepreg_core.optimize`) refines the
+   result coarse to fine: a global affine first, then residual stationary velocity fields composed
+   onto the networks' field, so a diffeomorphic network result stays diffeomorphic. After an
+   affine model alone, refinement stays affine.
 4. Everything comes back on the fixed grid, in the fixed image's physical space.
 """
 
@@ -29,9 +30,6 @@ import torch.nn.functional as F
 from deepreg_core.device import resolve_device
 from deepreg_core.events import Event, Finished, Progress, Started, Stopped, StopToken
 from deepreg_core.image import Image
-
-REFINE_MAX_VOXELS = 160_000  # instance optimisation grid budget (about 54^3 or 400^2)
-REFINE_LR = 0.05  # Adam step on the velocity, in coarse-grid voxels
 
 
 @dataclass(frozen=True)
@@ -147,17 +145,20 @@ def _resolve_models(model, ndim: int) -> list[torch.nn.Module]:
     return [loaded]
 
 
+def _is_affine(model: torch.nn.Module) -> bool:
+    cfg = getattr(model, "train_config", None)
+    if cfg is not None:
+        return cfg.model.kind == "affine"
+    from deepreg_core.models import AffineNet
+
+    return isinstance(model, AffineNet)
+
+
 def _working_shape(model: torch.nn.Module, shape: Sequence[int]) -> tuple[int, ...]:
     cfg = getattr(model, "train_config", None)
     if cfg is None:
         return tuple(shape)
     return tuple(int(s) for s in cfg.data.shape)
-
-
-def _refine_shape(shape: Sequence[int]) -> tuple[int, ...]:
-    n = float(np.prod(shape))
-    factor = min(1.0, (REFINE_MAX_VOXELS / n) ** (1.0 / len(shape)))
-    return tuple(max(8, int(round(s * factor))) for s in shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,6 +171,7 @@ def register_iter(
     *,
     model="auto",
     refine_steps: int = 0,
+    refine_affine: bool = True,
     regularization: float | None = None,
     similarity: str | None = None,
     device: str = "auto",
@@ -191,9 +193,14 @@ def register_iter(
         model of that kind for the pair's dimensionality), ``"affine+deformable"``, a model folder,
         or a built model. Stages run in order and compose.
     refine_steps : int
-        Instance-optimisation steps after the networks (0 = network only).
+        Instance-optimisation budget after the networks (0 = network only); see
+        :func:`deepreg_core.optimize.schedule` for how it is split over the levels.
+    refine_affine : bool
+        Start the refinement with global affine levels (default). Turn it off for pairs that are
+        affinely aligned already (e.g. both in a template space).
     regularization : float, optional
-        Weight of the diffusion regulariser during refinement (default: the model's training weight).
+        Weight of the diffusion penalty on the refinement's residual velocity (default
+        ``optimize.DEFAULT_REGULARIZATION``); larger is smoother.
     similarity : {"mse", "ncc", "lncc", "mi"}, optional
         Similarity for refinement (default: the model's training similarity).
     device : str
@@ -207,7 +214,7 @@ def register_iter(
     stop : StopToken, optional
         Checked at every step; when set the job ends with ``Stopped``.
     """
-    from deepreg_core import losses, metrics, spatial
+    from deepreg_core import losses, metrics, optimize, spatial
     from deepreg_core.saliency import joint_saliency
 
     t0 = time.perf_counter()
@@ -219,7 +226,10 @@ def register_iter(
     dev = resolve_device(device)
     torch.manual_seed(seed)
     stages = _resolve_models(model, ndim)
-    total = len(stages) + int(refine_steps) + 1
+    affine_only = all(_is_affine(net) for net in stages)
+    levels = optimize.schedule(int(refine_steps), fixed.shape, affine_only=affine_only,
+                               affine=refine_affine)
+    total = len(stages) + sum(level.steps for level in levels) + 1
     names = "+".join(getattr(m, "zoo_name", type(m).__name__) for m in stages)
     yield Started(total_steps=total, config={"model": names, "refine_steps": refine_steps,
                                              "device": str(dev), "seed": seed})
@@ -249,21 +259,27 @@ def register_iter(
     if refine_steps:
         train_cfg = getattr(stages[-1], "train_config", None)
         sim_name = similarity or (train_cfg.loss.similarity if train_cfg is not None else "lncc")
-        weight = regularization
-        if weight is None:
-            weight = train_cfg.loss.regularization_weight if train_cfg is not None else 1.0
         refined = None
-        for event in _refine(f, m, u, steps=refine_steps, similarity=sim_name, weight=weight,
-                             stop=stop, step0=step, total=total):
-            if isinstance(event, torch.Tensor):
+        for event in optimize.refine_iter(f, m, u, steps=int(refine_steps), similarity=sim_name,
+                                          regularization=regularization,
+                                          affine_only=affine_only, affine=refine_affine,
+                                          stop=stop, step0=step,
+                                          total=total):
+            if isinstance(event, optimize.Refined):
                 refined = event
             else:
                 yield event
         if refined is None:  # stopped
             yield Stopped(step=step, checkpoint=None)
             return
-        u = refined
-        step += refine_steps
+        if affine_only:  # keep it exactly affine: one matrix, one field computed from it
+            start = affine if affine is not None else np.eye(ndim + 1)
+            affine = start @ refined.affine.numpy()
+            matrix = torch.from_numpy(affine).float()[None].to(dev)
+            u = spatial.affine_to_displacement(matrix, fixed.shape)
+        else:
+            u = refined.displacement
+        step = total - 1
 
     with torch.no_grad():
         raw = torch.from_numpy(np.asarray(moving_on_fixed.data, dtype=np.float32))[None, None]
@@ -341,41 +357,6 @@ def _rescale_affine(matrix: np.ndarray, work: Sequence[int], shape: Sequence[int
     scale[:ndim] = [(w - 1) / max(s - 1, 1) for w, s in zip(work, shape)]
     to_work = np.diag(scale)
     return np.linalg.inv(to_work) @ matrix @ to_work
-
-
-def _refine(f, m, u_net, *, steps, similarity, weight, stop, step0, total):
-    """Instance optimisation: optimise a velocity ``v`` with ``u = compose(u_net, exp(v))``.
-
-    The images are compared on a grid of at most ``REFINE_MAX_VOXELS``; the velocity lives on a
-    grid half that size (a smooth, cheap parameterisation: integration costs an eighth in 3D) and
-    its exponential is upsampled before composing with the network's field.
-    """
-    from deepreg_core import losses, spatial
-
-    shape = _refine_shape(f.shape[2:])
-    coarse = tuple(max(4, s // 2) for s in shape)
-    f_r, m_r = _resize(f, shape), _resize(m, shape)
-    u0 = spatial.resize_displacement(u_net, shape).detach()
-    velocity = torch.zeros((1, len(shape)) + coarse, device=f.device, requires_grad=True)
-    sim = losses.get_similarity(similarity)
-    reg = losses.Diffusion()
-    opt = torch.optim.Adam([velocity], lr=REFINE_LR)
-
-    def field() -> torch.Tensor:
-        residual = spatial.integrate_velocity(velocity, steps=6)
-        return spatial.compose(u0, spatial.resize_displacement(residual, shape))
-
-    for k in range(steps):
-        if stop.stopped:
-            return
-        opt.zero_grad(set_to_none=True)
-        u_r = field()
-        loss = sim(f_r, spatial.warp(m_r, u_r)) + weight * reg(u_r)
-        loss.backward()
-        opt.step()
-        yield Progress(step=step0 + k + 1, total=total, message=f"refine {k + 1}/{steps}")
-    with torch.no_grad():
-        yield spatial.resize_displacement(field(), f.shape[2:])
 
 
 def _labels(moving_labels, fixed, fixed_labels, u, dev):

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from deepreg_core._diff import check_mask, conv_along_axis, hessian, spatial_gradient
+from deepreg_core._diff import check_mask, hessian, spatial_gradient
 from deepreg_core._validate import check_displacement, check_image
 
 __all__ = [
@@ -140,8 +141,37 @@ def _check_window(window: object, ndim: int) -> tuple[int, ...]:
     return tuple(values)
 
 
+def _box_sum(x: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """Sum over a box around every voxel, zero beyond the borders: one running sum per axis.
+
+    A running (cumulative) sum costs the same for any window width; on CPU it is about twice as
+    fast as a 9-tap convolution in 3D, and its backward pass is another running sum.
+    """
+    for axis, size in enumerate(sizes):
+        if size == 1:
+            continue
+        dim, n, r = axis + 2, x.shape[axis + 2], size // 2
+        moved = F.pad(x.movedim(dim, -1), (r + 1, r))
+        total = torch.cumsum(moved, dim=-1).movedim(-1, dim)
+        x = total.narrow(dim, size, n) - total.narrow(dim, 0, n)
+    return x
+
+
+def _box_count(shape: Sequence[int], sizes: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """How many voxels of each box lie inside the image: an outer product of 1D counts."""
+    count = torch.ones((), dtype=like.dtype, device=like.device)
+    for axis, (n, size) in enumerate(zip(shape, sizes)):
+        idx = torch.arange(n, dtype=like.dtype, device=like.device)
+        r = size // 2
+        line = torch.minimum(idx + r, torch.full_like(idx, n - 1)) - torch.clamp(idx - r, min=0) + 1
+        view = [1] * len(shape)
+        view[axis] = n
+        count = count * line.view(view)
+    return count
+
+
 def box_filter(x: torch.Tensor, window: int | Sequence[int]) -> torch.Tensor:
-    """Local mean over a ``window``-wide box, computed separably (one 1D pass per axis).
+    """Local mean over a ``window``-wide box, computed separably (one running sum per axis).
 
     Voxels outside the image are left out of the mean (zero padding divided by the number of
     voxels inside), so the interior equals ``scipy.ndimage.uniform_filter``.
@@ -160,12 +190,7 @@ def box_filter(x: torch.Tensor, window: int | Sequence[int]) -> torch.Tensor:
     """
     x = check_image(x, "x")
     sizes = _check_window(window, x.dim() - 2)
-    ones = torch.ones((1, 1) + x.shape[2:], dtype=x.dtype, device=x.device)
-    for axis, size in enumerate(sizes):
-        kernel = torch.ones(size, dtype=x.dtype)
-        x = conv_along_axis(x, kernel, axis)
-        ones = conv_along_axis(ones, kernel, axis)
-    return x / ones
+    return _box_sum(x, sizes) / _box_count(x.shape[2:], sizes, x)
 
 
 def local_ncc(
@@ -212,10 +237,13 @@ def local_ncc(
     dims = tuple(range(1, a.dim()))
     a = a - a.mean(dim=dims, keepdim=True)
     b = b - b.mean(dim=dims, keepdim=True)
-    mean_a, mean_b = box_filter(a, window), box_filter(b, window)
-    cov = box_filter(a * b, window) - mean_a * mean_b
-    var_a = (box_filter(a * a, window) - mean_a**2).clamp_min(0)
-    var_b = (box_filter(b * b, window) - mean_b**2).clamp_min(0)
+    # One filter pass over the five maps stacked as channels (a third of the separate passes).
+    channels = a.shape[1]
+    stats = box_filter(torch.cat([a, b, a * b, a * a, b * b], dim=1), window)
+    mean_a, mean_b, mean_ab, mean_aa, mean_bb = stats.split(channels, dim=1)
+    cov = mean_ab - mean_a * mean_b
+    var_a = (mean_aa - mean_a**2).clamp_min(0)
+    var_b = (mean_bb - mean_b**2).clamp_min(0)
     local = (cov**2 + eps) / (var_a * var_b + eps)
     return _weighted_mean(local, weights).mean()
 

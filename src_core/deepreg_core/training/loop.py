@@ -262,6 +262,9 @@ def _run(
         model.load_state_dict(checkpoint.model.state_dict())
         if checkpoint.optimizer_state is not None:
             optimizer.load_state_dict(checkpoint.optimizer_state)
+            for group in optimizer.param_groups:  # a resumed run follows the config's optimiser
+                group["lr"] = cfg.optim.lr
+                group["weight_decay"] = cfg.optim.weight_decay
         restore_rng(checkpoint.rng)
         start, history = checkpoint.step, checkpoint.history
         last_saved = (start, checkpoint.path)
