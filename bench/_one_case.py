@@ -39,17 +39,21 @@ def main(method: str, data: str, seed: int, refine_steps: int = 0) -> dict:
         ml_img = ants.from_numpy(ml.data.astype(np.float32), spacing=ml.spacing)
         warped_labels = ants.apply_transforms(f, ml_img, reg["fwdtransforms"],
                                               interpolator="nearestNeighbor").numpy()
-        field = ants.transform_index_to_physical_point  # noqa: F841 (documented below)
-        # Displacement of the composite transform on the fixed grid, via a point grid (mm).
-        grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
-        pts = grid.reshape(-1, len(shape)) * np.asarray(fixed.spacing)
-        import pandas as pd
-
-        df = pd.DataFrame(pts, columns=["x", "y", "z"][: len(shape)])
-        moved = ants.apply_transforms_to_points(len(shape), df, reg["invtransforms"],
-                                                whichtoinvert=[True, False][: len(reg["invtransforms"])])
-        disp_mm = (moved.values - pts).T.reshape((len(shape),) + shape)
-        u = disp_mm / spacing
+        # ANTs' composite transform as our displacement (fixed voxel -> moving voxel): warp
+        # images of the moving grid's index coordinates with it. Linear interpolation is exact
+        # for a linear function, so this reads the transform itself; the coordinate images
+        # extend 32 voxels beyond the moving grid so that points mapped outside it still read
+        # their coordinate (no fake folds at the border).
+        pad = 32
+        index = np.meshgrid(*[np.arange(-pad, n + pad, dtype=np.float32) for n in shape],
+                            indexing="ij")
+        origin = tuple(-pad * s for s in moving.spacing)
+        u = np.stack([
+            ants.apply_transforms(f, ants.from_numpy(coord, spacing=moving.spacing, origin=origin),
+                                  reg["fwdtransforms"], interpolator="linear").numpy()
+            for coord in index
+        ]) - np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape],
+                                  indexing="ij"))
     else:
         from deepreg_core.inference import register
 

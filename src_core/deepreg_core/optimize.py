@@ -38,6 +38,7 @@ from deepreg_core import losses, spatial
 from deepreg_core.events import Progress, StopToken
 
 MIN_LEVEL_SIZE = 12  # voxels per axis on the coarsest deformable level used
+AFFINE_SAMPLES = 4096  # voxels the global measure of an affine level is computed on
 AFFINE_MIN_VOXELS = 4096  # voxels on the coarsest affine level used (64 x 64, 16 x 16 x 16)
 AFFINE_LR = 0.01  # Adam step on the normalised affine parameters
 VELOCITY_LR = 0.05  # Adam step on the residual velocity, in its own grid's voxels
@@ -47,7 +48,7 @@ AFFINE_WINDOW = 9  # local NCC window (voxels of the level) for the affine level
 AFFINE_SIMILARITY = {"lncc": "mi"}
 DEFORMABLE_WINDOW = 5  # local NCC window for the deformable levels
 DEFAULT_REGULARIZATION = 0.3  # weight of the diffusion penalty on the residual velocity
-INTEGRATION_STEPS = 6
+INTEGRATION_STEPS = 4
 # share of the budget N for the deformable levels at 1/4, 1/2 and full resolution: in 3D a
 # full-resolution step costs about 8 half-resolution ones, in 2D only 4 and all are cheap
 DEFORMABLE_SPLIT = {2: (0.3, 0.4, 0.4), 3: (0.6, 0.4, 0.1)}
@@ -150,35 +151,84 @@ def affine_matrix(theta: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return normalized_to_voxel_affine(theta, shape)
 
 
-def _decay(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """Linear decay of the step size to a tenth over a level: large moves first, then precision."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda k: 1.0 - 0.9 * min(k, steps) / max(steps, 1))
+class _Adam:
+    """Adam on one tensor; with ``decay``, the step size falls linearly to ``1 - decay`` of itself.
+
+    Decay suits the affine levels (twelve numbers: large moves first, then precision); the
+    deformable levels keep their step (decay there made the fields travel too little). Written out (a dozen lines) because constructing
+    ``torch.optim.Adam`` imports ``torch._dynamo`` on first use, about 1.1 s of a 2-core CPU
+    registration that takes a few seconds in all.
+    """
+
+    def __init__(self, param: torch.Tensor, lr: float, steps: int, decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.param, self.lr, self.steps, self.betas, self.eps = param, lr, max(steps, 1), betas, eps
+        self.decay = decay
+        self.m = torch.zeros_like(param)
+        self.v = torch.zeros_like(param)
+        self.k = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grad = self.param.grad
+        b1, b2 = self.betas
+        lr = self.lr * (1.0 - self.decay * min(self.k, self.steps) / self.steps)
+        self.k += 1
+        self.m.mul_(b1).add_(grad, alpha=1 - b1)
+        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        m_hat = self.m / (1 - b1**self.k)
+        v_hat = self.v / (1 - b2**self.k)
+        self.param.sub_(lr * m_hat / (v_hat.sqrt() + self.eps))
+        self.param.grad = None
 
 
 def _affine_level(fixed, moving, ndim, level, similarity, stop, report):
-    """Optimise ``theta``; returns it (identity plus the learnt change), or None when stopped."""
+    """Optimise ``theta``; returns it (identity plus the learnt change), or None when stopped.
+
+    A global measure needs no dense image: as ANTs and elastix do, it is computed on at most
+    ``AFFINE_SAMPLES`` voxels of the level grid drawn once (seeded, so reproducible), and only
+    those points are transformed and sampled in the moving image at every step.
+    """
     shape = _level_shape(fixed.shape[2:], level.factor)
     f, m = _downsample(fixed, shape), _downsample(moving, shape)
+    points = _sample_points(shape, fixed.device)  # (ndim, N) voxel indices of the level grid
+    f_points = f.flatten(2)[:, :, _flat_index(points, shape)].unsqueeze(-1)  # (1, 1, N, 1)
     eye = torch.eye(ndim, ndim + 1, device=fixed.device)[None]
     delta = torch.zeros_like(eye, requires_grad=True)
     sim = _similarity(AFFINE_SIMILARITY.get(similarity, similarity), AFFINE_WINDOW)
-    opt = torch.optim.Adam([delta], lr=AFFINE_LR)
-    decay = _decay(opt, level.steps)
+    opt = _Adam(delta, AFFINE_LR, level.steps, decay=0.9)
+
     def loss(theta: torch.Tensor) -> torch.Tensor:
-        u = spatial.affine_to_displacement(affine_matrix(theta, shape), shape)
-        return sim(f, spatial.warp(m, u, padding="border"))
+        matrix = affine_matrix(theta, shape)[0]
+        moved = matrix[:ndim, :ndim] @ points + matrix[:ndim, ndim:]
+        values = spatial.sample_at(m, moved.view(1, ndim, -1, *[1] * (ndim - 1)),
+                                   padding="border")
+        return sim(f_points.view_as(values), values)
 
     for k in range(level.steps):
         if stop.stopped:
             return None
-        opt.zero_grad(set_to_none=True)
         loss(eye + delta).backward()
         opt.step()
-        decay.step()
         yield report(k)
     with torch.no_grad():  # never hand on an affine that matches worse than none
         return (eye + delta).detach() if loss(eye + delta) < loss(eye) else eye
+
+
+def _sample_points(shape: Sequence[int], device) -> torch.Tensor:
+    """At most ``AFFINE_SAMPLES`` distinct voxel indices of ``shape``, ``(ndim, N)`` float."""
+    total = math.prod(shape)
+    generator = torch.Generator().manual_seed(0)
+    flat = torch.randperm(total, generator=generator)[:AFFINE_SAMPLES].sort().values
+    index = torch.stack(torch.unravel_index(flat, tuple(shape)))
+    return index.to(device=device, dtype=torch.float32)
+
+
+def _flat_index(points: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    flat = torch.zeros(points.shape[1], dtype=torch.long, device=points.device)
+    for axis, n in enumerate(shape):
+        flat = flat * n + points[axis].long()
+    return flat
 
 
 def _deformable_level(fixed, moving, ndim, level, similarity, weight, stop, report):
@@ -191,8 +241,7 @@ def _deformable_level(fixed, moving, ndim, level, similarity, weight, stop, repo
     reg = losses.Diffusion()
     # the penalty is on the velocity's gradient expressed in level voxels
     scale = max((s - 1) / max(c - 1, 1) for s, c in zip(shape, coarse)) ** 2
-    opt = torch.optim.Adam([velocity], lr=VELOCITY_LR)
-    decay = _decay(opt, level.steps)
+    opt = _Adam(velocity, VELOCITY_LR, level.steps)
 
     def residual() -> torch.Tensor:
         u = spatial.integrate_velocity(velocity, steps=INTEGRATION_STEPS)
@@ -201,11 +250,9 @@ def _deformable_level(fixed, moving, ndim, level, similarity, weight, stop, repo
     for k in range(level.steps):
         if stop.stopped:
             return None
-        opt.zero_grad(set_to_none=True)
         loss = sim(f, spatial.warp(m, residual())) + weight * scale * reg(velocity)
         loss.backward()
         opt.step()
-        decay.step()
         yield report(k)
     with torch.no_grad():
         return residual()

@@ -233,6 +233,40 @@ def warp(image: torch.Tensor, displacement: torch.Tensor, *, mode: str = "linear
     return _sample_any(image, _coords(u), mode, padding)
 
 
+def sample_at(image: torch.Tensor, coords: torch.Tensor, *, mode: str = "linear",
+              padding: str = "zeros") -> torch.Tensor:
+    """Sample ``image`` at voxel coordinates of its grid: ``out[..., p] = image(coords[:, :, p])``.
+
+    Parameters
+    ----------
+    image : Tensor ``(B, C, *spatial)``
+    coords : Tensor ``(B|1, ndim, *out)``
+        Voxel indices (array order) of any output layout, e.g. ``(1, ndim, N, 1)`` for N points
+        in 2D or ``(1, ndim, N, 1, 1)`` in 3D.
+    mode, padding
+        As in :func:`warp`.
+
+    Returns
+    -------
+    Tensor ``(B, C, *out)``.
+
+    Examples
+    --------
+    >>> img = torch.arange(5.0)[None, None, None].expand(1, 1, 3, 5)
+    >>> sample_at(img, torch.tensor([[[[1.0]], [[2.5]]]]))[0, 0]
+    tensor([[2.5000]])
+    """
+    mode, padding = _check_options(mode, padding)
+    image = _check_moving(image, mode)
+    ndim = image.dim() - 2
+    if not isinstance(coords, torch.Tensor) or coords.dim() != ndim + 2 or coords.shape[1] != ndim:
+        raise ValueError(
+            f"coords: expected a tensor (B, {ndim}, *out) with {ndim} output axes for a "
+            f"{ndim}D image, got {getattr(coords, 'shape', type(coords).__name__)}."
+        )
+    return _sample_any(image, coords, mode, padding)
+
+
 def affine_to_displacement(matrix: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """Displacement of an affine voxel transform: ``u(x) = (A [x; 1])[:ndim] - x``.
 

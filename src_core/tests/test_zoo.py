@@ -23,19 +23,9 @@ def test_the_zoo_ships_its_models():
         assert size < 8 * 1024**2  # a few MB in all
 
 
-UNDERTRAINED = {
-    # Known defect, measured: these CPU-trained affine models (600 and 150 steps) move an identical
-    # pair by 0.64 and 4.2 voxels. Strict: the test fails as soon as a retrained model passes.
-    "affine-2d": "moves an identical pair by 0.64 voxels; needs a longer training run",
-    "affine-3d": "moves an identical pair by 4.2 voxels; needs a longer training run",
-}
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(reason=UNDERTRAINED[n], strict=True))
-     if n in UNDERTRAINED else n for n in SHIPPED],
-)
+@pytest.mark.parametrize("name", SHIPPED)
 def test_model_matches_its_name_and_keeps_an_identical_pair_still(name):
     model = zoo.load_model(name)
     cfg = model.train_config

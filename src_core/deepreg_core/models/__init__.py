@@ -74,7 +74,8 @@ def _affine(config: ModelConfig) -> AffineNet:
     encoder = ConvEncoder(
         config.ndim, 2 * config.in_channels, config.affine_features, config.instance_norm
     )
-    return AffineNet(encoder, AffineHead(config.ndim, encoder.out_channels), config.working_scale)
+    return AffineNet(encoder, AffineHead(config.ndim, encoder.out_channels), config.working_scale,
+                     symmetric=config.symmetric)
 
 
 def _deformable(config: ModelConfig, in_channels: int, scale: float) -> DeformableNet:

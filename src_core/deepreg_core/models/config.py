@@ -59,6 +59,10 @@ class ModelConfig(BaseModel):
         ``"global_local"`` only: the scale, relative to the input, of the coarse global network.
     local_features : list of int
         ``"global_local"`` only: encoder widths of the local refinement UNet (mirrored decoder).
+    symmetric : bool
+        Affine: estimate ``fixed→moving`` and ``moving→fixed`` and return
+        ``sqrt(A_fm A_mf^-1)``, which is exactly the identity for an identical pair and exactly
+        inverse-consistent when the inputs are swapped.
     saliency_gate : bool
         ``"global_local"`` only: scale the local residual by a learnt function of the joint
         saliency, so that coarse vectors where the images already agree are kept.
@@ -86,6 +90,7 @@ class ModelConfig(BaseModel):
     global_scale: float = Field(0.5, gt=0.0, le=1.0)
     local_features: Widths = Field(default_factory=lambda: [16, 32, 32])
     saliency_gate: bool = True
+    symmetric: bool = True
 
     @model_validator(mode="after")
     def _decoder_matches_encoder(self) -> ModelConfig:

@@ -263,6 +263,24 @@ class VelocityIntegrator(nn.Module):
         return f"steps={self.steps}"
 
 
+def matrix_sqrt(matrix: torch.Tensor, iterations: int = 12) -> torch.Tensor:
+    """Principal square root of matrices near the identity (Denman–Beavers iteration).
+
+    ``matrix`` is ``(B, n, n)``; differentiable. Converges quadratically for matrices without
+    eigenvalues on the closed negative real axis (any affine of a registration). For the
+    identity it returns the identity exactly.
+
+    References
+    ----------
+    Denman and Beavers, "The matrix sign function and computations in systems", 1976.
+    """
+    y = matrix
+    z = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device).expand_as(matrix)
+    for _ in range(iterations):
+        y, z = 0.5 * (y + torch.linalg.inv(z)), 0.5 * (z + torch.linalg.inv(y))
+    return y
+
+
 class AffineNet(nn.Module):
     """Affine registration: a strided CNN on ``concat(fixed, moving)`` and an affine head.
 
@@ -290,12 +308,14 @@ class AffineNet(nn.Module):
 
     config: ModelConfig | None = None
 
-    def __init__(self, encoder: ConvEncoder, head: AffineHead, working_scale: float = 1.0) -> None:
+    def __init__(self, encoder: ConvEncoder, head: AffineHead, working_scale: float = 1.0, *,
+                 symmetric: bool = False) -> None:
         super().__init__()
         working_shape((4,), working_scale)  # validates the scale
         self.encoder = encoder
         self.head = head
         self.working_scale = working_scale
+        self.symmetric = symmetric
         self.ndim = encoder.ndim
         self.in_channels = encoder.in_channels // 2
 
@@ -303,9 +323,13 @@ class AffineNet(nn.Module):
         """Register ``moving`` to ``fixed``, both ``(B, C, *spatial)`` on the same grid."""
         fixed, moving = check_pair(fixed, moving, self.ndim, self.in_channels)
         shape = tuple(fixed.shape[2:])
-        inputs = torch.cat([fixed, moving], dim=1)
-        x = resize_image(inputs, working_shape(shape, self.working_scale))
-        theta = self.head(self.encoder(x))
+        work = working_shape(shape, self.working_scale)
+        x = resize_image(torch.cat([fixed, moving], dim=1), work)
+        theta = _homogeneous(self.head(self.encoder(x)), self.ndim, "theta")
+        if self.symmetric:  # sqrt(A_fm A_mf^-1): identity for x == y, inverse when swapped
+            back = _homogeneous(self.head(self.encoder(x.roll(self.in_channels, dims=1))),
+                                self.ndim, "theta")
+            theta = matrix_sqrt(theta @ torch.linalg.inv(back))
         affine = normalized_to_voxel_affine(theta, shape)
         displacement = affine_to_displacement(affine, shape)
         return RegistrationOutput(
