@@ -75,10 +75,12 @@ class RegisterWidget(QWidget):
         self.model_combo = ComboBox(label="model", choices=self._model_choices)
         self.device_combo = ComboBox(label="device", choices=list(DEVICES), value="auto")
         self.refine_check = CheckBox(text="instance optimisation", value=False)
-        self.steps_spin = SpinBox(label="steps", min=1, max=10_000, value=100)
-        self.reg_default_check = CheckBox(text="model's regularisation", value=True)
+        self.steps_spin = SpinBox(label="steps", min=1, max=10_000, value=50)
+        self.refine_affine_check = CheckBox(text="affine first (off for pre-aligned pairs)",
+                                            value=True)
+        self.reg_default_check = CheckBox(text="default regularisation", value=True)
         self.reg_spin = FloatSpinBox(label="regularisation", min=0.0, max=1000.0, step=0.1,
-                                     value=1.0)
+                                     value=0.3)
         self.fixed_labels_combo = ComboBox(label="fixed labels", choices=layers_of("Labels"),
                                            nullable=True)
         self.moving_labels_combo = ComboBox(label="moving labels", choices=layers_of("Labels"),
@@ -102,7 +104,8 @@ class RegisterWidget(QWidget):
 
         self.form = Container(widgets=[
             self.fixed_combo, self.moving_combo, self.model_combo, self.device_combo,
-            self.refine_check, self.steps_spin, self.reg_default_check, self.reg_spin,
+            self.refine_check, self.steps_spin, self.refine_affine_check, self.reg_default_check,
+            self.reg_spin,
         ])
         self.card_text = QTextBrowser()
         self.card_text.setMinimumHeight(160)
@@ -194,6 +197,7 @@ class RegisterWidget(QWidget):
     def _update_enabled(self, *_: Any) -> None:
         refine = bool(self.refine_check.value)
         self.steps_spin.enabled = refine
+        self.refine_affine_check.enabled = refine
         self.reg_default_check.enabled = refine
         self.reg_spin.enabled = refine and not self.reg_default_check.value
 
@@ -218,6 +222,7 @@ class RegisterWidget(QWidget):
             "model": self._extra_models.get(model, model),
             "device": self.device_combo.value,
             "refine_steps": int(self.steps_spin.value) if self.refine_check.value else 0,
+            "refine_affine": bool(self.refine_affine_check.value),
             "regularization": None if self.reg_default_check.value else float(self.reg_spin.value),
         }
         if self.fixed_labels_combo.value is not None:

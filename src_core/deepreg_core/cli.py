@@ -79,6 +79,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     last = _progress(
         register_iter(fixed, moving, model=args.model, refine_steps=args.refine_steps,
+                      refine_affine=not args.no_refine_affine,
                       regularization=args.regularization, device=args.device, seed=args.seed,
                       **labels, **points),
         desc="register",
@@ -149,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("moving")
     reg.add_argument("-o", "--output", required=True, help="output folder")
     reg.add_argument("--model", default="auto", help="zoo name, 'affine+deformable', or a folder")
-    reg.add_argument("--refine-steps", type=int, default=0, help="instance-optimisation steps")
+    reg.add_argument("--refine-steps", type=int, default=0,
+                     help="instance-optimisation budget (coarse-to-fine; 50 is a good start)")
+    reg.add_argument("--no-refine-affine", action="store_true",
+                     help="refine without the affine levels (pairs already affinely aligned)")
     reg.add_argument("--regularization", type=float, default=None)
     reg.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     reg.add_argument("--seed", type=int, default=0)
