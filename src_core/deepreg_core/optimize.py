@@ -191,8 +191,8 @@ def _affine_level(fixed, moving, ndim, level, similarity, stop, report):
     """
     shape = _level_shape(fixed.shape[2:], level.factor)
     f, m = _downsample(fixed, shape), _downsample(moving, shape)
-    points = _sample_points(shape, fixed.device)  # (ndim, N) voxel indices of the level grid
-    f_points = f.flatten(2)[:, :, _flat_index(points, shape)].unsqueeze(-1)  # (1, 1, N, 1)
+    flat, points = _sample_points(shape, fixed.device)  # (N,) and (ndim, N) of the level grid
+    f_points = f.flatten(2)[:, :, flat].unsqueeze(-1)  # (1, 1, N, 1)
     eye = torch.eye(ndim, ndim + 1, device=fixed.device)[None]
     delta = torch.zeros_like(eye, requires_grad=True)
     sim = _similarity(AFFINE_SIMILARITY.get(similarity, similarity), AFFINE_WINDOW)
@@ -215,20 +215,14 @@ def _affine_level(fixed, moving, ndim, level, similarity, stop, report):
         return (eye + delta).detach() if loss(eye + delta) < loss(eye) else eye
 
 
-def _sample_points(shape: Sequence[int], device) -> torch.Tensor:
-    """At most ``AFFINE_SAMPLES`` distinct voxel indices of ``shape``, ``(ndim, N)`` float."""
+def _sample_points(shape: Sequence[int], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """At most ``AFFINE_SAMPLES`` distinct voxels of ``shape``: flat indices ``(N,)`` (long) and
+    their voxel indices ``(ndim, N)`` (float), on ``device``."""
     total = math.prod(shape)
     generator = torch.Generator().manual_seed(0)
     flat = torch.randperm(total, generator=generator)[:AFFINE_SAMPLES].sort().values
     index = torch.stack(torch.unravel_index(flat, tuple(shape)))
-    return index.to(device=device, dtype=torch.float32)
-
-
-def _flat_index(points: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    flat = torch.zeros(points.shape[1], dtype=torch.long, device=points.device)
-    for axis, n in enumerate(shape):
-        flat = flat * n + points[axis].long()
-    return flat
+    return flat.to(device), index.to(device=device, dtype=torch.float32)
 
 
 def _deformable_level(fixed, moving, ndim, level, similarity, weight, stop, report):
