@@ -62,9 +62,8 @@ def analyse_field(displacement: np.ndarray) -> FieldStats:
     from deepreg_core import metrics
 
     u = torch.from_numpy(np.ascontiguousarray(displacement, dtype=np.float32))[None]
-    with torch.no_grad():
-        jacobian = metrics.jacobian_determinant(u, scheme="central")[0, 0].numpy()
-        worst = metrics.jacobian_determinant(u, scheme="all")[0, 0].numpy()
+    central, worst = metrics.jacobian_and_worst(u)
+    jacobian, worst = central[0, 0].numpy(), worst[0, 0].numpy()
     folds = (worst <= 0).astype(np.uint8)
     return FieldStats(jacobian.astype(np.float32), folds, float(folds.mean()))
 

@@ -283,7 +283,8 @@ def mutual_information(
     max_voxels : int or None
         At most this many voxels per batch item enter the histogram (memory is
         ``O(B * max_voxels * bins)``). Larger images use a fixed pseudo-random subset (seed 0,
-        the same on every call, chosen among the masked voxels when a mask is given).
+        the same on every call): drawn uniformly with replacement, or, when a mask is given,
+        without replacement among the masked voxels first.
         None uses every voxel.
 
     Returns
@@ -317,9 +318,13 @@ def mutual_information(
     n = x.shape[1]
     if max_voxels is not None and n > max_voxels:
         generator = torch.Generator().manual_seed(0)
-        keys = torch.rand(n, generator=generator, dtype=torch.float64).to(a.device)
-        keys = torch.where(w > 0, keys, keys + 2.0)  # masked voxels first, in random order
-        idx = torch.topk(keys, max_voxels, dim=1, largest=False).indices
+        if weights is None:  # uniform draw (with replacement): O(max_voxels), not O(n)
+            idx = torch.randint(n, (1, max_voxels), generator=generator).to(a.device)
+            idx = idx.expand(batch, -1)
+        else:
+            keys = torch.rand(n, generator=generator, dtype=torch.float64).to(a.device)
+            keys = torch.where(w > 0, keys, keys + 2.0)  # masked voxels first, in random order
+            idx = torch.topk(keys, max_voxels, dim=1, largest=False).indices
         x, y, w = x.gather(1, idx), y.gather(1, idx), w.gather(1, idx)
 
     centres = torch.linspace(0, 1, bins, dtype=a.dtype, device=a.device)

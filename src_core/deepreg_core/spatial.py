@@ -493,6 +493,13 @@ def resample_to(moving: Image, reference: Image, *, mode: str = "linear",
         reference.affine, np.float64)
     data = np.asarray(moving.data)
     labels = mode == "nearest" and data.dtype.kind in "biu"
+    if data.shape == reference.data.shape and np.allclose(matrix, np.eye(len(matrix)),
+                                                          rtol=0.0, atol=1e-6):
+        # the same grid: every voxel samples itself (what interpolation would return, minus
+        # float rounding), so copy instead of interpolating
+        out = data.copy() if labels else data.astype(np.float32, copy=True)
+        return Image(data=out, affine=np.array(reference.affine, copy=True),
+                     meta=dict(reference.meta))
     array = data.astype(np.float64 if labels else np.float32)
     out = resample(torch.from_numpy(array)[None, None], torch.from_numpy(matrix),
                    reference.data.shape, mode=mode, padding=padding)[0, 0].numpy()

@@ -339,3 +339,26 @@ def test_get_similarity() -> None:
     expected = r"expected one of \['lncc', 'mi', 'mse', 'ncc'\], got 'ssd'"
     with pytest.raises(ValueError, match=expected):
         L.get_similarity("ssd")
+
+
+@pytest.mark.parametrize("padding_mode,scipy_mode", [("replicate", "nearest"), ("zeros", "constant")])
+@pytest.mark.parametrize("shape", [(2, 3, 11, 9, 7), (1, 2, 13, 6)])
+def test_conv_along_axis_equals_scipy_correlate1d(shape, padding_mode, scipy_mode) -> None:
+    from deepreg_core._diff import conv_along_axis, gaussian_kernel
+
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    kernel = gaussian_kernel(1.3) * torch.linspace(0.5, 1.5, 9)  # asymmetric on purpose
+    for axis in range(len(shape) - 2):
+        got = conv_along_axis(x, kernel, axis, padding_mode=padding_mode)
+        want = ndi.correlate1d(x.numpy(), kernel.numpy(), axis=axis + 2, mode=scipy_mode)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+def test_mutual_information_subsample_is_fixed_and_close_to_all_voxels() -> None:
+    a = smooth_image((64, 64, 48), seed=3)
+    b = a.square() + 0.05 * smooth_image((64, 64, 48), seed=4)
+    first = L.mutual_information(a, b, max_voxels=65536)
+    assert float(first) == float(L.mutual_information(a, b, max_voxels=65536))
+    everything = L.mutual_information(a, b, max_voxels=None)
+    assert float(first) == pytest.approx(float(everything), rel=0.02)
+

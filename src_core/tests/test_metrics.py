@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from deepreg_core import metrics as M
+from deepreg_core._diff import axis_difference
 
 
 def grid(shape: tuple[int, ...]) -> torch.Tensor:
@@ -157,6 +158,53 @@ def test_zigzag_fold_is_caught_by_all_but_missed_by_central() -> None:
     mask = torch.zeros(1, 1, 6, 12)
     mask[..., 8:] = 1
     assert M.folding_fraction(u, mask=mask) == 0.0
+
+
+def _one_sided_reference(u: torch.Tensor) -> torch.Tensor:
+    """Minimum over all 2**ndim forward/backward combinations, each det by numpy."""
+    import itertools
+
+    import numpy as np
+
+    ndim = u.dim() - 2
+    diffs = {}
+    for d in range(ndim):
+        for s in ("forward", "backward"):
+            diffs[d, s] = axis_difference(u, d, scheme=s).numpy()
+    best = None
+    for combo in itertools.product(("forward", "backward"), repeat=ndim):
+        J = np.stack([diffs[d, s] for d, s in enumerate(combo)], axis=2)  # (B, c, d, ...)
+        J = np.moveaxis(J, (1, 2), (-2, -1)) + np.eye(ndim)
+        det = np.linalg.det(J)[:, None]
+        best = det if best is None else np.minimum(best, det)
+    return torch.from_numpy(best)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 5, 6), (1, 2, 9, 4), (1, 3, 2, 5, 5), (1, 3, 13, 4, 3)])
+def test_one_pass_jacobian_equals_every_stencil_whatever_the_slab_size(shape, monkeypatch) -> None:
+    """The slab-wise pass (with halo) equals the whole-volume stencils, slabs of 1 row or all."""
+    u = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    reference_worst = _one_sided_reference(u)
+    for slab in (1, 7, 1 << 19):
+        monkeypatch.setattr(M, "SLAB_VOXELS", slab)
+        central, worst = M.jacobian_and_worst(u)
+        torch.testing.assert_close(worst, reference_worst)
+        torch.testing.assert_close(worst, M.jacobian_determinant(u, scheme="all"))
+        torch.testing.assert_close(central, M.jacobian_determinant(u, scheme="central"))
+
+
+def test_one_pass_jacobian_of_scale_and_fold() -> None:
+    s = 1.5
+    central, worst = M.jacobian_and_worst((s - 1.0) * grid((6, 7, 8))[None])
+    torch.testing.assert_close(central, torch.full_like(central, s**3))
+    torch.testing.assert_close(worst, torch.full_like(worst, s**3))
+    central, worst = M.jacobian_and_worst(zigzag_field())
+    assert bool((central > 0).all()) and bool((worst[..., 3:7] <= 0).all())
+
+
+def test_jacobian_determinant_keeps_its_gradient() -> None:
+    u = (0.1 * torch.randn(1, 3, 5, 6, 7, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda v: M.jacobian_determinant(v).sum(), (u,))
 
 
 def test_folding_fraction_of_smooth_small_field_is_zero() -> None:

@@ -471,3 +471,22 @@ def test_affine_net_components_can_be_composed_directly() -> None:
     out = net(*pair(SHAPES[3]))
     assert torch.equal(out.affine, torch.eye(4)[None])
     torch.testing.assert_close(out.warped, warp(pair(SHAPES[3])[1], out.displacement))
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 9, 10, 8), (2, 16, 5, 6, 7)])
+def test_conv3d_takes_onednn_with_the_same_values_and_gradients(shape) -> None:
+    """blocks.Conv3d (oneDNN on CPU for every size) against torch's own conv3d."""
+    from deepreg_core.models.blocks import Conv3d
+
+    gen = torch.Generator().manual_seed(0)
+    conv = Conv3d(shape[1], 8, kernel_size=3, padding=1)
+    x = torch.randn(shape, generator=gen, requires_grad=True)
+    out = conv(x)
+    reference = F.conv3d(x, conv.weight, conv.bias, padding=1)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(out.square().sum(), (x, conv.weight))
+    expected = torch.autograd.grad(reference.square().sum(), (x, conv.weight))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert set(conv.state_dict()) == {"weight", "bias"}  # checkpoints are unchanged
+

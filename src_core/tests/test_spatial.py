@@ -391,6 +391,29 @@ def test_resample_to_half_resolution_copy_lands_back(ndim: int) -> None:
 
 
 @NDIMS
+def test_resample_to_the_same_grid_is_an_independent_exact_copy(ndim: int) -> None:
+    from deepreg_core.image import Image
+
+    shape = (6, 5, 4)[:ndim]
+    affine = np.diag([1.5, 2.0, 0.7][:ndim] + [1.0])
+    affine[:ndim, ndim] = (3.0, -1.0, 2.0)[:ndim]
+    rng = np.random.default_rng(0)
+    image = Image(data=rng.random(shape).astype(np.float64), affine=affine)
+    labels = Image(data=rng.integers(0, 5, shape).astype(np.int16), affine=affine)
+    out = resample_to(image, image)
+    assert out.data.dtype == np.float32 and out.data is not image.data
+    np.testing.assert_array_equal(out.data, image.data.astype(np.float32))
+    out_labels = resample_to(labels, image, mode="nearest")
+    assert out_labels.data.dtype == np.int16
+    out_labels.data[...] = 99  # the copy is the caller's own
+    assert labels.data.max() < 5
+    moved = affine.copy()
+    moved[0, ndim] += 0.75  # half a voxel along axis 0: interpolation, not a copy
+    shifted = Image(data=image.data, affine=moved)
+    assert not np.allclose(resample_to(shifted, image).data, out.data)
+
+
+@NDIMS
 def test_resample_to_flipped_direction(ndim: int) -> None:
     from deepreg_core.image import Image
 
@@ -471,3 +494,15 @@ def test_resample_to_refuses_bad_inputs() -> None:
         resample_to(a, b)
     with pytest.raises(TypeError, match="expected a deepreg_core.image.Image, got ndarray"):
         resample_to(a.data, a)
+
+
+def test_check_finite_fast_path_neither_misses_nor_invents_bad_values() -> None:
+    from deepreg_core._validate import check_finite
+
+    huge = torch.full((4,), 3.0e38)  # finite values whose sum overflows to inf
+    assert check_finite(huge, "x") is huge
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.zeros(5)
+        x[2] = bad
+        with pytest.raises(ValueError, match="1 NaN or infinite value"):
+            check_finite(x, "x")

@@ -12,7 +12,35 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-_CONV: dict[int, type[nn.Module]] = {2: nn.Conv2d, 3: nn.Conv3d}
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` that takes oneDNN's convolution on CPU for every input size.
+
+    PyTorch routes a batch-1 3D convolution to its im2col fallback (``slow_conv3d``) when
+    ``C * D * H <= 20480``, which is every level of a working-grid UNet; oneDNN is 2-5x faster
+    there (measured: 32 x 40 x 32, 2 -> 16 channels, 4.6 -> 0.9 ms) with the same results and
+    gradients. Same parameters and state dict as ``nn.Conv3d``; other devices and dtypes are
+    untouched.
+    """
+
+    def _conv_forward(
+        self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        if (
+            input.device.type == "cpu"
+            and input.dtype == torch.float32
+            and self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
+            and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled
+        ):
+            return torch.mkldnn_convolution(
+                input.contiguous(), weight, bias, self.padding, self.stride, self.dilation,
+                self.groups,
+            )
+        return super()._conv_forward(input, weight, bias)
+
+
+_CONV: dict[int, type[nn.Module]] = {2: nn.Conv2d, 3: Conv3d}
 _NORM: dict[int, type[nn.Module]] = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 _MAX_POOL: dict[int, type[nn.Module]] = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 
@@ -29,7 +57,7 @@ def conv_nd(ndim: int) -> type[nn.Conv2d] | type[nn.Conv3d]:
     Examples
     --------
     >>> conv_nd(3)
-    <class 'torch.nn.modules.conv.Conv3d'>
+    <class 'deepreg_core.models.blocks.Conv3d'>
     """
     return _CONV[_check_ndim(ndim)]  # type: ignore[return-value]
 

@@ -10,7 +10,6 @@ Displacements follow ``docs/conventions.md``: ``(B, ndim, *spatial)``, in voxels
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepreg_core._diff import conv_along_axis, gaussian_kernel
 from deepreg_core._validate import check_image, check_same_spatial
 from deepreg_core.spatial import (
     affine_to_displacement,
@@ -106,20 +106,9 @@ def working_shape(shape: Sequence[int], scale: float) -> tuple[int, ...]:
 
 def _gaussian_blur(x: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
     """Separable Gaussian blur along each spatial axis with ``sigma > 0`` (replicate edges)."""
-    ndim = x.dim() - 2
-    channels = x.shape[1]
     for axis, sigma in enumerate(sigmas):
-        if sigma <= 0:
-            continue
-        radius = max(1, math.ceil(3 * sigma))
-        t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-        kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-        kernel = (kernel / kernel.sum()).view(1, 1, *[1] * axis, -1, *[1] * (ndim - axis - 1))
-        pad = [0, 0] * ndim
-        pad[2 * (ndim - 1 - axis)] = pad[2 * (ndim - 1 - axis) + 1] = radius
-        conv = F.conv2d if ndim == 2 else F.conv3d
-        x = conv(F.pad(x, pad, mode="replicate"), kernel.expand(channels, *kernel.shape[1:]),
-                 groups=channels)
+        if sigma > 0:
+            x = conv_along_axis(x, gaussian_kernel(sigma), axis, padding_mode="replicate")
     return x
 
 
