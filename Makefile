@@ -55,7 +55,11 @@ demo-core: setup
 		--fixed-labels sample_data/brain3d_fixed_labels.nii.gz
 
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) bench/kernels.py
+	$(PY) bench/speed.py
+	$(PY) bench/evaluate_zoo.py
+	@if $(PY) -c "import ants" 2>/dev/null; then $(PY) bench/bench_3d.py --cases 4; \
+	else echo "bench_3d.py skipped: pip install antspyx to compare with ANTs SyN"; fi
 
 lint: setup
 	$(PY) -m ruff check src_core napari_deepreg tests bench

@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    viewer = napari.Viewer(title="napari-deepreg demo", show=not args.headless)
+    # shown even with --headless (under Xvfb that costs nothing): Mesa renders a hidden
+    # viewer's canvas black, so its screenshot would show nothing
+    viewer = napari.Viewer(title="napari-deepreg demo", show=True)
     viewer.window.resize(1500, 950) if hasattr(viewer.window, "resize") else None
     viewer.open_sample("napari-deepreg", args.sample)
     _, widget = viewer.window.add_plugin_dock_widget("napari-deepreg", "Register")
