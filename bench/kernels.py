@@ -52,7 +52,8 @@ def whole_volume_jacobian(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 + j[0][2] * (j[1][0] * j[2][1] - j[1][1] * j[2][0]))
 
     central = det([axis_difference(u, d, scheme="central") for d in range(3)])
-    sides = [{s: axis_difference(u, d, scheme=s) for s in ("forward", "backward")} for d in range(3)]
+    sides = [{s: axis_difference(u, d, scheme=s) for s in ("forward", "backward")}
+             for d in range(3)]
     worst = torch.stack([det([sides[d][s] for d, s in enumerate(combo)])
                          for combo in itertools.product(("forward", "backward"), repeat=3)])
     return central, worst.amin(0)
@@ -88,7 +89,8 @@ def main() -> None:
         pairs = [
             ("jacobian central + worst of 8", lambda: metrics.jacobian_and_worst(u),
              lambda: whole_volume_jacobian(u)),
-            ("gaussian blur sigma 1.5", lambda: separable_filter(image, kernel, padding_mode="replicate"),
+            ("gaussian blur sigma 1.5",
+             lambda: separable_filter(image, kernel, padding_mode="replicate"),
              lambda: grouped_conv_blur(image, kernel)),
             ("conv3d 32x40x32 2->16", lambda: conv(level),
              lambda: F.conv3d(level, conv.weight, conv.bias, padding=1)),

@@ -162,7 +162,8 @@ def _columns(x: torch.Tensor, d: int, h: float) -> tuple[torch.Tensor, torch.Ten
     """Column ``d`` of ``I + grad x`` by forward and by backward differences (two views).
 
     Both are windows on one padded array of the ``n - 1`` differences, whose ends repeat the
-    first and last difference: the one-sided fallbacks of :func:`~deepreg_core._diff.axis_difference`.
+    first and last difference: the one-sided fallbacks of
+    :func:`~deepreg_core._diff.axis_difference`.
     """
     dim = d + 2
     n = x.shape[dim]

@@ -341,7 +341,9 @@ def test_get_similarity() -> None:
         L.get_similarity("ssd")
 
 
-@pytest.mark.parametrize("padding_mode,scipy_mode", [("replicate", "nearest"), ("zeros", "constant")])
+@pytest.mark.parametrize(
+    "padding_mode,scipy_mode", [("replicate", "nearest"), ("zeros", "constant")]
+)
 @pytest.mark.parametrize("shape", [(2, 3, 11, 9, 7), (1, 2, 13, 6)])
 def test_conv_along_axis_equals_scipy_correlate1d(shape, padding_mode, scipy_mode) -> None:
     from deepreg_core._diff import conv_along_axis, gaussian_kernel

@@ -180,7 +180,9 @@ def _one_sided_reference(u: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(best)
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 7, 5, 6), (1, 2, 9, 4), (1, 3, 2, 5, 5), (1, 3, 13, 4, 3)])
+@pytest.mark.parametrize(
+    "shape", [(2, 3, 7, 5, 6), (1, 2, 9, 4), (1, 3, 2, 5, 5), (1, 3, 13, 4, 3)]
+)
 def test_one_pass_jacobian_equals_every_stencil_whatever_the_slab_size(shape, monkeypatch) -> None:
     """The slab-wise pass (with halo) equals the whole-volume stencils, slabs of 1 row or all."""
     u = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
