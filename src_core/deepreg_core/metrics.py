@@ -192,6 +192,13 @@ def _det2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
 
 
+def _det(columns: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Determinant ``(B, *spatial)`` of the matrix whose columns are ``(B, ndim, *spatial)``."""
+    if len(columns) == 2:
+        return _det2(*columns)
+    return _dot(columns[0], _cross(columns[1], columns[2]))
+
+
 def _jacobian_pass(
     u: torch.Tensor, h: Sequence[float], *, central: bool, worst: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -220,9 +227,7 @@ def _jacobian_pass(
         first = [col.narrow(2, start - low, stop - start) for col in _columns(ext, 0, h[0])]
         sides = [first] + [list(_columns(inner, d, h[d])) for d in range(1, ndim)]
         if central:
-            mean = [0.5 * (f + b) for f, b in sides]
-            det = _det2(*mean) if ndim == 2 else _dot(mean[0], _cross(mean[1], mean[2]))
-            out_central[:, 0, start:stop] = det
+            out_central[:, 0, start:stop] = _det([0.5 * (f + b) for f, b in sides])
         if worst:
             if ndim == 2:
                 dets = (_det2(a, b) for a in sides[0] for b in sides[1])
@@ -276,9 +281,7 @@ def jacobian_determinant(
             return _jacobian_pass(u, h, central=False, worst=True)[1]
     columns = [axis_difference(u, d, scheme=scheme, spacing=h[d]) for d in range(ndim)]
     eye = torch.eye(ndim, dtype=u.dtype, device=u.device).view(ndim, ndim, *[1] * ndim)
-    columns = [col + eye[d] for d, col in enumerate(columns)]
-    det = _det2(*columns) if ndim == 2 else _dot(columns[0], _cross(columns[1], columns[2]))
-    return det.unsqueeze(1)
+    return _det([col + eye[d] for d, col in enumerate(columns)]).unsqueeze(1)
 
 
 def jacobian_and_worst(
