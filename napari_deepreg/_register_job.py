@@ -96,6 +96,8 @@ def format_metrics(metrics: dict[str, float], model: str = "", device: str = "")
                          f"{fmt.format(metrics[after_key])}{unit}")
     if "folding_percent" in metrics:
         lines.append(f"folding {metrics['folding_percent']:.3f} %")
+    if metrics.get("worse_than_input"):
+        lines.append("worse than the unregistered pair (see the warning)")
     tail = []
     if "seconds" in metrics:
         tail.append(f"{metrics['seconds']:.1f} s")

@@ -33,6 +33,13 @@ MODEL_KINDS = ("deformable", "affine", "affine+deformable", "global-local")
 DEVICES = ("auto", "cpu", "cuda")
 
 
+PRESET_HELP = {
+    "auto": "networks, then refinement that stops when it stops paying (default)",
+    "fast": "networks only: one forward pass",
+    "accurate": "a larger refinement budget and a stricter stop",
+}
+
+
 def _notify_error(message: str) -> None:
     from napari.utils import notifications
 
@@ -74,8 +81,11 @@ class RegisterWidget(QWidget):
         self.moving_combo = ComboBox(label="moving", choices=images, nullable=True)
         self.model_combo = ComboBox(label="model", choices=self._model_choices)
         self.device_combo = ComboBox(label="device", choices=list(DEVICES), value="auto")
-        self.refine_check = CheckBox(text="instance optimisation", value=False)
-        self.steps_spin = SpinBox(label="steps", min=1, max=10_000, value=50)
+        self.preset_combo = ComboBox(label="preset", choices=list(PRESET_HELP), value="auto",
+                                     tooltip="\n".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))
+        self.refine_check = CheckBox(text="fixed refinement steps (instead of the preset's)",
+                                     value=False)
+        self.steps_spin = SpinBox(label="steps", min=0, max=10_000, value=50)
         self.refine_affine_check = CheckBox(text="affine first (off for pre-aligned pairs)",
                                             value=True)
         self.reg_default_check = CheckBox(text="default regularisation", value=True)
@@ -104,7 +114,7 @@ class RegisterWidget(QWidget):
 
         self.form = Container(widgets=[
             self.fixed_combo, self.moving_combo, self.model_combo, self.device_combo,
-            self.refine_check, self.steps_spin, self.refine_affine_check, self.reg_default_check,
+            self.preset_combo, self.refine_check, self.steps_spin, self.refine_affine_check, self.reg_default_check,
             self.reg_spin,
         ])
         self.card_text = QTextBrowser()
@@ -141,6 +151,8 @@ class RegisterWidget(QWidget):
         self.model_combo.changed.connect(self._update_card)
         self.fixed_combo.changed.connect(self._update_card)
         self.refine_check.changed.connect(self._update_enabled)
+        self.preset_combo.changed.connect(self._update_enabled)
+        self.steps_spin.changed.connect(self._update_enabled)
         self.reg_default_check.changed.connect(self._update_enabled)
         self.viewer.dims.events.order.connect(self._refresh_grid)
         self.viewer.dims.events.ndisplay.connect(self._refresh_grid)
@@ -195,8 +207,10 @@ class RegisterWidget(QWidget):
         self.card_text.setMarkdown(text)
 
     def _update_enabled(self, *_: Any) -> None:
-        refine = bool(self.refine_check.value)
-        self.steps_spin.enabled = refine
+        fixed_steps = bool(self.refine_check.value)
+        self.steps_spin.enabled = fixed_steps
+        refine = fixed_steps and self.steps_spin.value > 0 or (
+            not fixed_steps and self.preset_combo.value != "fast")
         self.refine_affine_check.enabled = refine
         self.reg_default_check.enabled = refine
         self.reg_spin.enabled = refine and not self.reg_default_check.value
@@ -221,7 +235,8 @@ class RegisterWidget(QWidget):
         options: dict[str, Any] = {
             "model": self._extra_models.get(model, model),
             "device": self.device_combo.value,
-            "refine_steps": int(self.steps_spin.value) if self.refine_check.value else 0,
+            "preset": self.preset_combo.value,
+            "refine_steps": int(self.steps_spin.value) if self.refine_check.value else None,
             "refine_affine": bool(self.refine_affine_check.value),
             "regularization": None if self.reg_default_check.value else float(self.reg_spin.value),
         }
@@ -344,6 +359,11 @@ class RegisterWidget(QWidget):
         self.metrics_label.setText(format_metrics(result.metrics, result.model_name,
                                                   result.device))
         self.status_label.value = "done"
+        if result.warnings:  # the guard: say it where the user looks, not only in the read-out
+            from napari.utils import notifications
+
+            notifications.show_warning(f"{moving_layer.name}: " + "; ".join(result.warnings))
+            self.status_label.value = "done, with a warning (see the notification)"
         self._set_running(self.worker is not None)
 
     def _displayed_axes(self, ndim: int) -> tuple[int, ...]:

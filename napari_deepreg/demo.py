@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--headless", action="store_true", help="screenshots, then exit")
     parser.add_argument("--output", default="demo_output")
     parser.add_argument("--sample", default="brain_3d", choices=["brain_3d", "brain_2d"])
-    parser.add_argument("--refine-steps", type=int, default=30)
+    parser.add_argument("--preset", default="auto", choices=["auto", "fast", "accurate"])
+    parser.add_argument("--refine-steps", type=int, default=None,
+                        help="a fixed refinement budget instead of the preset's")
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args(argv)
 
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     _, widget = viewer.window.add_plugin_dock_widget("napari-deepreg", "Register")
     app = QApplication.instance()
     widget.reset_choices()
-    if args.refine_steps > 0:
+    widget.preset_combo.value = args.preset
+    if args.refine_steps is not None:
         widget.refine_check.value = True
         widget.steps_spin.value = args.refine_steps
     widget.run()

@@ -173,3 +173,42 @@ def test_bad_inputs_are_notified(setup, make_napari_viewer, wait_for_worker, err
     empty.run()
     assert "no layer chosen" in errors[-1]
     assert all("Traceback" not in message for message in errors)
+
+
+def test_preset_and_the_guard_notification(setup, wait_for_worker, errors, monkeypatch):
+    """A network that makes the pair worse: 'fast' shows it as a warning, 'auto' falls back."""
+    import torch
+    from napari.utils import notifications
+
+    from deepreg_core.models import ModelConfig, build_model
+
+    viewer, widget = setup
+    warnings: list[str] = []
+    monkeypatch.setattr(notifications, "show_warning", lambda m: warnings.append(str(m)))
+    bad = build_model(ModelConfig(kind="deformable", ndim=2, features=[4, 8], diffeomorphic=False))
+    with torch.no_grad():
+        bad.head.conv.weight.zero_()
+        bad.head.conv.bias.fill_(6.0)  # a constant 6-voxel shift, whatever the images
+    widget.add_model("shifter", bad)
+    widget.model_combo.value = "shifter"
+    assert widget.preset_combo.value == "auto" and not widget.refine_check.value
+    widget.preset_combo.value = "fast"
+    assert not widget.refine_affine_check.enabled  # nothing to refine with 'fast'
+    _, _, options = widget._collect()
+    assert options["preset"] == "fast" and options["refine_steps"] is None
+    widget.run_button.native.click()
+    wait_for_worker(widget)
+    assert errors == []
+    assert widget.result.metrics["worse_than_input"] == 1.0
+    assert len(warnings) == 1 and "mutual information" in warnings[0]
+    assert "worse than the unregistered pair" in widget.metrics_label.text()
+
+    warnings.clear()
+    widget.preset_combo.value = "auto"
+    assert widget.refine_affine_check.enabled
+    widget.run_button.native.click()
+    wait_for_worker(widget)
+    assert errors == []
+    assert widget.result.metrics["worse_than_input"] == 0.0
+    assert widget.result.metrics["mi_after"] >= widget.result.metrics["mi_before"] * 0.99
+    assert len(warnings) == 1 and "started from the identity" in warnings[0]

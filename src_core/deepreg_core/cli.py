@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -78,8 +79,9 @@ def cmd_register(args: argparse.Namespace) -> int:
         )
     out.mkdir(parents=True, exist_ok=True)
     last = _progress(
-        register_iter(fixed, moving, model=args.model, refine_steps=args.refine_steps,
-                      refine_affine=not args.no_refine_affine,
+        register_iter(fixed, moving, model=args.model, preset=args.preset,
+                      refine_steps=args.refine_steps, time_budget=args.time_budget,
+                      qa=not args.no_qa, refine_affine=not args.no_refine_affine,
                       regularization=args.regularization, device=args.device, seed=args.seed,
                       **labels, **points),
         desc="register",
@@ -89,28 +91,42 @@ def cmd_register(args: argparse.Namespace) -> int:
     result = last.result
     write_image(result.warped, out / "warped.nii.gz", reference=fixed)
     save_displacement_nifti(result.displacement, fixed, out / "displacement.nii.gz")
-    write_image(fixed.with_data(result.jacobian), out / "jacobian.nii.gz", reference=fixed)
-    write_image(fixed.with_data(result.saliency), out / "saliency.nii.gz", reference=fixed)
+    if result.jacobian is not None:
+        write_image(fixed.with_data(result.jacobian), out / "jacobian.nii.gz", reference=fixed)
+    if result.saliency is not None:
+        write_image(fixed.with_data(result.saliency), out / "saliency.nii.gz", reference=fixed)
     if result.warped_labels is not None:
         write_image(result.warped_labels, out / "warped_labels.nii.gz", reference=fixed)
     if result.affine is not None:
         np.savetxt(out / "affine_voxel.txt", result.affine)
-    summary = {"model": result.model_name, "device": result.device, "seed": result.seed,
-               "fixed": str(args.fixed), "moving": str(args.moving), **result.metrics}
+    summary = {"model": result.model_name, "preset": result.preset, "device": result.device,
+               "seed": result.seed, "fixed": str(args.fixed), "moving": str(args.moving),
+               **result.metrics, "warnings": list(result.warnings)}
     _write_json(summary, out / "metrics.json")
+    for warning in result.warnings:
+        print(f"deepreg-core: warning: {warning}", file=sys.stderr)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from deepreg_core.events import Finished, Stopped
+    from deepreg_core.events import Finished, Stopped, StopToken
     from deepreg_core.training.config import load_config
     from deepreg_core.training.loop import train
 
     cfg = load_config(args.config)
     if args.output_dir:
         cfg = cfg.model_copy(update={"output_dir": args.output_dir})
-    last = _progress(train(cfg, resume=args.resume), desc="train")
+    # SIGTERM (``timeout``, a scheduler) and Ctrl-C stop at the next step boundary with a
+    # checkpoint, so chunked runs (`timeout 540 deepreg-core train ... --resume DIR`) lose nothing.
+    stop = StopToken()
+    previous = {sig: signal.signal(sig, lambda *_: stop.stop())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        last = _progress(train(cfg, resume=args.resume, stop=stop), desc="train")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if isinstance(last, (Finished, Stopped)):
         print(json.dumps({"event": type(last).__name__,
                           "result": str(getattr(last, "result", getattr(last, "checkpoint", "")))}))
@@ -150,8 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("moving")
     reg.add_argument("-o", "--output", required=True, help="output folder")
     reg.add_argument("--model", default="auto", help="zoo name, 'affine+deformable', or a folder")
-    reg.add_argument("--refine-steps", type=int, default=0,
-                     help="instance-optimisation budget (coarse-to-fine; 50 is a good start)")
+    reg.add_argument("--preset", default="auto", choices=["auto", "fast", "accurate"],
+                     help="auto (default): networks, then refinement that stops when it stops "
+                          "paying, with a fallback when the network makes the pair worse; "
+                          "fast: networks only; accurate: a larger refinement budget")
+    reg.add_argument("--refine-steps", type=int, default=None,
+                     help="fixed instance-optimisation budget instead of the preset's "
+                          "(0 = network only)")
+    reg.add_argument("--time-budget", type=float, default=None,
+                     help="seconds after which refinement stops where it is")
+    reg.add_argument("--no-qa", action="store_true",
+                     help="skip the quality maps (jacobian.nii.gz, saliency.nii.gz, folding)")
     reg.add_argument("--no-refine-affine", action="store_true",
                      help="refine without the affine levels (pairs already affinely aligned)")
     reg.add_argument("--regularization", type=float, default=None)

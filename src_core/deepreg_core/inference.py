@@ -32,6 +32,38 @@ from deepreg_core.events import Event, Finished, Progress, Started, Stopped, Sto
 from deepreg_core.image import Image
 
 SALIENCY_MAX_VOXELS = 1_000_000  # grid the joint-saliency map is computed on (then upsampled)
+GUARD_TOLERANCE = 0.01  # relative drop of mutual information that counts as "worse than input"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What a named preset sets: the refinement cap, early stopping and the fallback.
+
+    Attributes
+    ----------
+    refine_steps : int
+        Refinement budget ``N`` (:func:`deepreg_core.optimize.schedule`); a cap when
+        ``tolerance`` is set.
+    tolerance : float or None
+        Early stopping of each refinement level (:class:`deepreg_core.optimize.Plateau`).
+    fallback : bool
+        When the networks' result matches worse than the input, refine from the identity (or the
+        affine stage) instead, and keep whichever of the candidates matches best.
+    """
+
+    refine_steps: int
+    tolerance: float | None
+    fallback: bool
+
+
+PRESETS: dict[str, Preset] = {
+    # network(s) only: one forward pass
+    "fast": Preset(refine_steps=0, tolerance=None, fallback=False),
+    # the default: networks, then refinement that stops each level when it stops paying
+    "auto": Preset(refine_steps=60, tolerance=2e-3, fallback=True),
+    # a larger budget and a stricter plateau test
+    "accurate": Preset(refine_steps=150, tolerance=2e-4, fallback=True),
+}
 
 
 @dataclass(frozen=True)
@@ -47,24 +79,29 @@ class RegistrationResult:
         fixed grid, in fixed voxels (array axis order).
     affine : ndarray, shape (ndim + 1, ndim + 1), or None
         The affine stage's matrix (fixed voxel to fixed-grid moving voxel), when one ran.
-    jacobian : ndarray, shape fixed.shape
-        Jacobian determinant of ``x + u(x)`` (central differences).
+    jacobian : ndarray, shape fixed.shape, or None
+        Jacobian determinant of ``x + u(x)`` (central differences); None with ``qa=False``.
     folding_fraction : float
-        Fraction of voxels where any one-sided stencil gives ``det <= 0``.
-    saliency : ndarray, shape fixed.shape
-        Joint saliency of the fixed and the warped image, 0..1.
+        Fraction of voxels where any one-sided stencil gives ``det <= 0`` (NaN with ``qa=False``).
+    saliency : ndarray, shape fixed.shape, or None
+        Joint saliency of the fixed and the warped image, 0..1; None with ``qa=False``.
     metrics : dict
         ``ncc_before/after``, ``mi_before/after``, ``dice_before/after``, ``tre_before_mm/after_mm``,
-        ``folding_percent``, ``seconds``.
+        ``folding_percent``, ``worse_than_input`` (1.0 or 0.0), ``seconds``.
+    warnings : tuple of str
+        What the guard found: measures that got worse than the unregistered pair, and any
+        fallback taken. Empty when all is well.
+    preset : str
+        The preset that set the defaults (``"fast"``, ``"auto"``, ``"accurate"``).
     """
 
     fixed: Image
     warped: Image
     displacement: np.ndarray
     affine: np.ndarray | None
-    jacobian: np.ndarray
+    jacobian: np.ndarray | None
     folding_fraction: float
-    saliency: np.ndarray
+    saliency: np.ndarray | None
     metrics: dict[str, float]
     model_name: str
     device: str
@@ -72,6 +109,8 @@ class RegistrationResult:
     warped_labels: Image | None = None
     warped_points: np.ndarray | None = None
     moving_on_fixed: Image | None = field(default=None, repr=False)
+    warnings: tuple[str, ...] = ()
+    preset: str = "auto"
 
     @property
     def displacement_mm(self) -> np.ndarray:
@@ -183,10 +222,14 @@ def register_iter(
     moving: Image,
     *,
     model="auto",
-    refine_steps: int = 0,
+    preset: str = "auto",
+    refine_steps: int | None = None,
+    tolerance: float | None = None,
+    time_budget: float | None = None,
     refine_affine: bool = True,
     regularization: float | None = None,
     similarity: str | None = None,
+    qa: bool = True,
     device: str = "auto",
     fixed_labels: Image | None = None,
     moving_labels: Image | None = None,
@@ -205,9 +248,18 @@ def register_iter(
         A zoo name (``"deformable-3d"``), ``"affine"``/``"deformable"``/``"global-local"`` (the zoo
         model of that kind for the pair's dimensionality), ``"affine+deformable"``, a model folder,
         or a built model. Stages run in order and compose.
-    refine_steps : int
-        Instance-optimisation budget after the networks (0 = network only); see
+    preset : {"auto", "fast", "accurate"}
+        ``"auto"`` (default): the networks, then refinement whose levels stop when the similarity
+        stops improving (cap :data:`PRESETS` ``["auto"].refine_steps``), with the fallback below.
+        ``"fast"``: the networks only. ``"accurate"``: a larger cap and a stricter stop.
+    refine_steps : int, optional
+        Overrides the preset's refinement budget (0 = network only). Given explicitly, every step
+        runs (no early stopping) unless ``tolerance`` is given too; see
         :func:`deepreg_core.optimize.schedule` for how it is split over the levels.
+    tolerance : float, optional
+        Overrides the preset's early-stopping tolerance (relative loss gain per window).
+    time_budget : float, optional
+        Seconds from the start of the call after which refinement stops where it is.
     refine_affine : bool
         Start the refinement with global affine levels (default). Turn it off for pairs that are
         affinely aligned already (e.g. both in a template space).
@@ -216,6 +268,10 @@ def register_iter(
         ``optimize.DEFAULT_REGULARIZATION``); larger is smoother.
     similarity : {"mse", "ncc", "lncc", "mi"}, optional
         Similarity for refinement (default: the model's training similarity).
+    qa : bool
+        Compute the quality maps (Jacobian determinant, folding, joint saliency). ``False``
+        skips them (``jacobian``/``saliency`` are None, folding NaN) when only the transform
+        is wanted.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
     fixed_labels, moving_labels : Image, optional
@@ -226,31 +282,52 @@ def register_iter(
         Seed for every random number used (recorded in the result).
     stop : StopToken, optional
         Checked at every step; when set the job ends with ``Stopped``.
+
+    Notes
+    -----
+    The guard: the result's mutual information with the fixed image is compared with the
+    unregistered pair's (and Dice / TRE when labels / points are given). A result that is worse
+    is reported in ``result.warnings`` and ``metrics["worse_than_input"]``. With a preset that
+    has the fallback (``auto``, ``accurate``), a network result worse than the input is not used
+    as the refinement's seed (the identity, or the affine stage, is), a refined result worse than
+    the input is refined again from the identity, and the best-matching candidate — the
+    unregistered pair included — is kept.
     """
     from deepreg_core import losses, metrics, optimize, spatial
 
     t0 = time.perf_counter()
     stop = stop or StopToken()
     _check_pair(fixed, moving)
-    if refine_steps < 0:
+    if preset not in PRESETS:
+        raise ValueError(f"preset: expected one of {', '.join(PRESETS)}, got {preset!r}.")
+    chosen = PRESETS[preset]
+    if refine_steps is None:
+        steps, tol = chosen.refine_steps, chosen.tolerance
+    else:
+        steps, tol = int(refine_steps), None
+    tol = tolerance if tolerance is not None else tol
+    if steps < 0:
         raise ValueError(f"refine_steps: expected an integer >= 0, got {refine_steps}.")
+    if time_budget is not None and not time_budget > 0:
+        raise ValueError(f"time_budget: expected seconds > 0, got {time_budget}.")
+    deadline = None if time_budget is None else t0 + float(time_budget)
     ndim = fixed.ndim
     dev = resolve_device(device)
     torch.manual_seed(seed)
     stages = _resolve_models(model, ndim)
     affine_only = all(_is_affine(net) for net in stages)
-    levels = optimize.schedule(int(refine_steps), fixed.shape, affine_only=affine_only,
-                               affine=refine_affine)
+    levels = optimize.schedule(steps, fixed.shape, affine_only=affine_only, affine=refine_affine)
     total = len(stages) + sum(level.steps for level in levels) + 1
     names = "+".join(getattr(m, "zoo_name", type(m).__name__) for m in stages)
-    yield Started(total_steps=total, config={"model": names, "refine_steps": refine_steps,
+    yield Started(total_steps=total, config={"model": names, "preset": preset,
+                                             "refine_steps": steps, "tolerance": tol,
                                              "device": str(dev), "seed": seed})
 
     moving_on_fixed = spatial.resample_to(moving, fixed, mode="linear", padding="zeros")
     f = torch.from_numpy(normalize_intensity(fixed.data))[None, None].to(dev)
     m = torch.from_numpy(normalize_intensity(moving_on_fixed.data))[None, None].to(dev)
     u = torch.zeros((1, ndim) + tuple(fixed.shape), device=dev)
-    affine = None
+    affine, u_affine = None, None
     step = 0
     for net in stages:
         if stop.stopped:
@@ -265,48 +342,88 @@ def register_iter(
         if getattr(out, "affine", None) is not None:
             affine = _rescale_affine(out.affine[0].detach().cpu().double().numpy(), work, fixed.shape)
         u = spatial.compose(u, u_stage) if step else u_stage
+        if _is_affine(net) and u_affine is None:
+            u_affine = u
         step += 1
         yield Progress(step=step, total=total, message=f"network {step}/{len(stages)}")
 
-    if refine_steps:
+    def score(field: torch.Tensor | None) -> float:
+        """Mutual information of the fixed image and the moving one warped by ``field``."""
+        with torch.no_grad():
+            moved = m if field is None else spatial.warp(m, field, padding="zeros")
+            return float(losses.mutual_information(f, moved))
+
+    notes: list[str] = []
+    mi_input = score(None)
+    if steps and chosen.fallback and stages and score(u) < mi_input * (1 - GUARD_TOLERANCE):
+        # the networks made the pair worse: do not seed the refinement with their field
+        seed_u = u_affine if u_affine is not None and score(u_affine) >= mi_input else None
+        notes.append("the network result matched worse than the input; refinement started from "
+                     + ("the affine stage" if seed_u is not None else "the identity"))
+        u = seed_u if seed_u is not None else torch.zeros_like(u)
+        if seed_u is None:
+            affine = None
+
+    if steps:
         train_cfg = getattr(stages[-1], "train_config", None)
         sim_name = similarity or (train_cfg.loss.similarity if train_cfg is not None else "lncc")
-        refined = None
-        for event in optimize.refine_iter(f, m, u, steps=int(refine_steps), similarity=sim_name,
-                                          regularization=regularization,
-                                          affine_only=affine_only, affine=refine_affine,
-                                          stop=stop, step0=step,
-                                          total=total):
-            if isinstance(event, optimize.Refined):
-                refined = event
-            else:
-                yield event
-        if refined is None:  # stopped
+
+        def refine(start: torch.Tensor, start_affine, base: int):
+            refined = None
+            for event in optimize.refine_iter(f, m, start, steps=steps, similarity=sim_name,
+                                              regularization=regularization,
+                                              affine_only=affine_only, affine=refine_affine,
+                                              stop=stop, step0=base, total=total,
+                                              tolerance=tol, deadline=deadline):
+                if isinstance(event, optimize.Refined):
+                    refined = event
+                else:
+                    yield event
+            if refined is None:  # stopped
+                return None
+            if affine_only:  # keep it exactly affine: one matrix, one field computed from it
+                start_matrix = start_affine if start_affine is not None else np.eye(ndim + 1)
+                matrix = start_matrix @ refined.affine.numpy()
+                tensor = torch.from_numpy(matrix).float()[None].to(dev)
+                return spatial.affine_to_displacement(tensor, fixed.shape), matrix
+            return refined.displacement, start_affine
+
+        found = yield from refine(u, affine, step)
+        if found is None:
             yield Stopped(step=step, checkpoint=None)
             return
-        if affine_only:  # keep it exactly affine: one matrix, one field computed from it
-            start = affine if affine is not None else np.eye(ndim + 1)
-            affine = start @ refined.affine.numpy()
-            matrix = torch.from_numpy(affine).float()[None].to(dev)
-            u = spatial.affine_to_displacement(matrix, fixed.shape)
-        else:
-            u = refined.displacement
+        candidates = [(score(found[0]), "refined", found)]
+        if chosen.fallback and candidates[0][0] < mi_input * (1 - GUARD_TOLERANCE):
+            if bool(u.any()):  # it was seeded by a network: try again from the identity
+                again = yield from refine(torch.zeros_like(u), None, step)
+                if again is None:
+                    yield Stopped(step=step, checkpoint=None)
+                    return
+                candidates.append((score(again[0]), "refined from the identity", again))
+            candidates.append((mi_input, "the unregistered input", (torch.zeros_like(u), None)))
+            best = max(candidates, key=lambda c: c[0])
+            notes.append(f"the refined result matched worse than the input; kept {best[1]}")
+            candidates = [best]
+        u, affine = candidates[0][2]
         step = total - 1
 
     with torch.no_grad():
         raw = torch.from_numpy(np.asarray(moving_on_fixed.data, dtype=np.float32))[None, None]
         both = spatial.warp(torch.cat([raw.to(dev), m], dim=1), u, padding="zeros")  # one grid
         warped_raw, warped_n = both[:, :1], both[:, 1:]
-        jac, worst = metrics.jacobian_and_worst(u)
-        fold = float((worst <= 0).to(torch.float64).mean())
-        sal = _saliency(f, warped_n)
         values = {
             "ncc_before": float(losses.ncc(f, m)),
             "ncc_after": float(losses.ncc(f, warped_n)),
-            "mi_before": float(losses.mutual_information(f, m)),
+            "mi_before": mi_input,
             "mi_after": float(losses.mutual_information(f, warped_n)),
-            "folding_percent": 100.0 * fold,
         }
+        jac = sal = None
+        fold = float("nan")
+        if qa:
+            jac, worst = metrics.jacobian_and_worst(u)
+            fold = float((worst <= 0).to(torch.float64).mean())
+            sal = _saliency(f, warped_n)
+            values["folding_percent"] = 100.0 * fold
     warped_labels = None
     if moving_labels is not None:
         warped_labels, label_metrics = _labels(moving_labels, fixed, fixed_labels, u, dev)
@@ -315,15 +432,18 @@ def register_iter(
     if moving_points is not None:
         warped_points, point_metrics = _points(moving_points, moving, fixed, fixed_points, u)
         values.update(point_metrics)
+    worse = guard(values)
+    notes += [f"{what} is worse than before registration" for what in worse]
+    values["worse_than_input"] = 1.0 if worse else 0.0
     values["seconds"] = time.perf_counter() - t0
     result = RegistrationResult(
         fixed=fixed,
         warped=fixed.with_data(warped_raw[0, 0].cpu().numpy()),
         displacement=u[0].cpu().numpy().astype(np.float32, copy=False),
         affine=affine,
-        jacobian=jac[0, 0].cpu().numpy().astype(np.float32, copy=False),
+        jacobian=None if jac is None else jac[0, 0].cpu().numpy().astype(np.float32, copy=False),
         folding_fraction=fold,
-        saliency=sal[0, 0].cpu().numpy().astype(np.float32, copy=False),
+        saliency=None if sal is None else sal[0, 0].cpu().numpy().astype(np.float32, copy=False),
         metrics=values,
         model_name=names,
         device=str(dev),
@@ -331,9 +451,32 @@ def register_iter(
         warped_labels=warped_labels,
         warped_points=warped_points,
         moving_on_fixed=moving_on_fixed,
+        warnings=tuple(notes),
+        preset=preset,
     )
     yield Progress(step=total, total=total, message="done")
     yield Finished(result=result)
+
+
+def guard(values: dict[str, float]) -> list[str]:
+    """The measures in ``values`` that are worse after registration than before.
+
+    Mutual information counts when it falls by more than ``GUARD_TOLERANCE`` (relative); Dice
+    when it falls, TRE when it rises (each only when both values are present).
+
+    Examples
+    --------
+    >>> guard({"mi_before": 0.5, "mi_after": 0.4, "dice_before": 0.7, "dice_after": 0.8})
+    ['mutual information']
+    """
+    worse = []
+    if "mi_before" in values and values["mi_after"] < values["mi_before"] * (1 - GUARD_TOLERANCE):
+        worse.append("mutual information")
+    if "dice_before" in values and values["dice_after"] < values["dice_before"]:
+        worse.append("Dice")
+    if "tre_before_mm" in values and values["tre_after_mm"] > values["tre_before_mm"]:
+        worse.append("landmark error (TRE)")
+    return worse
 
 
 def register(fixed: Image, moving: Image, **kwargs) -> RegistrationResult:

@@ -29,6 +29,7 @@ for Learn2Reg 2021", MICCAI workshops 2021.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -49,6 +50,7 @@ AFFINE_SIMILARITY = {"lncc": "mi"}
 DEFORMABLE_WINDOW = 5  # local NCC window for the deformable levels
 DEFAULT_REGULARIZATION = 0.3  # weight of the diffusion penalty on the residual velocity
 INTEGRATION_STEPS = 4
+PLATEAU_WINDOW = 5  # steps averaged before early stopping compares the loss
 # share of the budget N for the deformable levels at 1/4, 1/2 and full resolution: in 3D a
 # full-resolution step costs about 8 half-resolution ones, in 2D only 4 and all are cheap
 DEFORMABLE_SPLIT = {2: (0.3, 0.4, 0.4), 3: (0.6, 0.4, 0.1)}
@@ -182,7 +184,52 @@ class _Adam:
         self.param.grad = None
 
 
-def _affine_level(fixed, moving, ndim, level, similarity, stop, report):
+class Plateau:
+    """Early stopping of one level: stop once the loss no longer falls.
+
+    The loss is averaged over consecutive windows of ``window`` steps; from the second window on
+    the level stops when a window's mean improves on the best earlier window mean by less than
+    ``tolerance * max(|best|, 1e-3)``, or when no window has yet beaten the loss of the very first
+    step (the start was already as good as it gets, e.g. an identical pair), or when
+    ``deadline`` (a ``time.perf_counter()`` value) has passed. ``tolerance=None`` never stops
+    early (a fixed number of steps).
+
+    Examples
+    --------
+    >>> p = Plateau(tolerance=1e-3, window=2)
+    >>> [p.update(v) for v in (1.0, 0.9, 0.5, 0.4, 0.4, 0.4)]
+    [False, False, False, False, False, True]
+    """
+
+    def __init__(self, tolerance: float | None, window: int = PLATEAU_WINDOW,
+                 deadline: float | None = None) -> None:
+        self.tolerance, self.window, self.deadline = tolerance, max(1, window), deadline
+        self.best: float | None = None
+        self.first: float | None = None
+        self.current: list[float] = []
+
+    def update(self, loss: float) -> bool:
+        """Record one step's loss; True when the level should stop now."""
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            return True
+        if self.tolerance is None:
+            return False
+        if self.first is None:
+            self.first = float(loss)
+        self.current.append(float(loss))
+        if len(self.current) < self.window:
+            return False
+        mean = sum(self.current) / len(self.current)
+        self.current = []
+        if self.best is None:
+            self.best = mean
+            return False
+        gain = self.best - mean
+        self.best = min(self.best, mean)
+        return gain < self.tolerance * max(abs(self.best), 1e-3) or self.best >= self.first
+
+
+def _affine_level(fixed, moving, ndim, level, similarity, stop, report, plateau):
     """Optimise ``theta``; returns it (identity plus the learnt change), or None when stopped.
 
     A global measure needs no dense image: as ANTs and elastix do, it is computed on at most
@@ -208,9 +255,12 @@ def _affine_level(fixed, moving, ndim, level, similarity, stop, report):
     for k in range(level.steps):
         if stop.stopped:
             return None
-        loss(eye + delta).backward()
+        value = loss(eye + delta)
+        value.backward()
         opt.step()
         yield report(k)
+        if plateau.update(float(value.detach())):
+            break
     with torch.no_grad():  # never hand on an affine that matches worse than none
         return (eye + delta).detach() if loss(eye + delta) < loss(eye) else eye
 
@@ -225,7 +275,7 @@ def _sample_points(shape: Sequence[int], device) -> tuple[torch.Tensor, torch.Te
     return flat.to(device), index.to(device=device, dtype=torch.float32)
 
 
-def _deformable_level(fixed, moving, ndim, level, similarity, weight, stop, report):
+def _deformable_level(fixed, moving, ndim, level, similarity, weight, stop, report, plateau):
     """Optimise a residual velocity; returns its displacement on the level grid, or None."""
     shape = _level_shape(fixed.shape[2:], level.factor)
     coarse = tuple(max(2, round(s / 2)) for s in shape)
@@ -241,14 +291,24 @@ def _deformable_level(fixed, moving, ndim, level, similarity, weight, stop, repo
         u = spatial.integrate_velocity(velocity, steps=INTEGRATION_STEPS)
         return spatial.resize_displacement(u, shape)
 
+    def objective() -> torch.Tensor:
+        return sim(f, spatial.warp(m, residual())) + weight * scale * reg(velocity)
+
+    start = None
     for k in range(level.steps):
         if stop.stopped:
             return None
-        loss = sim(f, spatial.warp(m, residual())) + weight * scale * reg(velocity)
+        loss = objective()
+        start = float(loss.detach()) if start is None else start
         loss.backward()
         opt.step()
         yield report(k)
-    with torch.no_grad():
+        if plateau.update(float(loss.detach())):
+            break
+    with torch.no_grad():  # never hand on a residual that matches worse than none (Adam's
+        # normalised steps drift where the similarity is flat, e.g. on an identical pair)
+        if start is not None and float(objective()) >= start:
+            return torch.zeros((1, ndim) + shape, device=fixed.device)
         return residual()
 
 
@@ -265,6 +325,8 @@ def refine_iter(
     stop: StopToken | None = None,
     step0: int = 0,
     total: int | None = None,
+    tolerance: float | None = None,
+    deadline: float | None = None,
 ) -> Iterator[Progress | Refined]:
     """Refine ``initial`` for the pair; yields ``Progress`` per step, then a :class:`Refined`.
 
@@ -290,6 +352,13 @@ def refine_iter(
         Checked every step; when set the generator ends without yielding a field.
     step0, total : int
         Offset and total for the ``Progress`` events (the caller's numbering).
+    tolerance : float, optional
+        Early stopping: each level ends once its loss improves by less than this relative
+        amount over a window of steps (:class:`Plateau`); ``steps`` is then a cap. None runs
+        every step of the schedule.
+    deadline : float, optional
+        A ``time.perf_counter()`` value after which every remaining level stops at once (the
+        transform found so far is kept).
 
     Yields
     ------
@@ -310,10 +379,14 @@ def refine_iter(
                             message=f"refine {level.kind} 1/{level.factor} "
                                     f"({index}/{len(levels)}) {k + 1}/{level.steps}")
 
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        plateau = Plateau(tolerance, deadline=deadline)
         with torch.no_grad():
             moved = spatial.warp(moving, u, padding="border") if bool(u.any()) else moving
         if level.kind == "affine":
-            theta = yield from _affine_level(fixed, moved, ndim, level, similarity, stop, report)
+            theta = yield from _affine_level(fixed, moved, ndim, level, similarity, stop, report,
+                                             plateau)
             if theta is None:
                 return
             with torch.no_grad():
@@ -322,7 +395,7 @@ def refine_iter(
             matrix = matrix @ voxel[0].detach().cpu().double()  # T = T_before ∘ B
         else:
             r = yield from _deformable_level(fixed, moved, ndim, level, similarity, weight, stop,
-                                             report)
+                                             report, plateau)
             if r is None:
                 return
             with torch.no_grad():

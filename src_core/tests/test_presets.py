@@ -1,0 +1,153 @@
+"""Presets (auto / fast / accurate), early stopping and the guard against results worse than none."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deepreg_core import cli, synth
+from deepreg_core.events import Progress, drain
+from deepreg_core.image import Image
+from deepreg_core.inference import PRESETS, guard, register, register_iter
+from deepreg_core.io import write_image
+from deepreg_core.models import ModelConfig, build_model
+from deepreg_core.optimize import Plateau, schedule
+
+
+def _pair(shape=(64, 64), seed=3):
+    pair = synth.synthetic_pair(shape, seed, same_contrast=True, velocity_std=2.0, max_bias=0.0,
+                                max_noise=0.01)
+    fixed = Image.from_array(pair.fixed[0, 0].numpy(), spacing=(1.0,) * len(shape))
+    moving = Image.from_array(pair.moving[0, 0].numpy(), spacing=(1.0,) * len(shape))
+    return fixed, moving, pair.displacement[0].numpy()
+
+
+def _shifting_net(shift: float = 7.0, ndim: int = 2):
+    """A network that ignores its input and predicts a constant shift along the first axis."""
+    net = build_model(ModelConfig(kind="deformable", ndim=ndim, features=[8, 16],
+                                  diffeomorphic=False))
+    with torch.no_grad():
+        net.head.conv.weight.zero_()
+        net.head.conv.bias.zero_()
+        net.head.conv.bias[0] = shift
+    return net
+
+
+def _steps_run(events) -> int:
+    return sum(1 for e in events if isinstance(e, Progress) and e.message.startswith("refine"))
+
+
+def test_plateau_stops_on_a_flat_loss_and_not_on_a_falling_one():
+    flat = Plateau(tolerance=1e-3, window=5)
+    stops = [flat.update(1.0) for _ in range(10)]
+    assert stops == [False] * 9 + [True]  # two windows: the second gains nothing
+    falling = Plateau(tolerance=1e-3, window=5)
+    assert not any(falling.update(1.0 - 0.01 * k) for k in range(60))
+    never = Plateau(tolerance=None)
+    assert not any(never.update(1.0) for _ in range(50))
+    late = Plateau(tolerance=None, deadline=0.0)  # a deadline long past stops at once
+    assert late.update(1.0)
+
+
+def test_guard_names_each_measure_that_got_worse():
+    assert guard({"mi_before": 0.5, "mi_after": 0.5}) == []
+    assert guard({"mi_before": 0.5, "mi_after": 0.49}) == ["mutual information"]
+    worse = guard({"mi_before": 0.5, "mi_after": 0.6, "dice_before": 0.7, "dice_after": 0.6,
+                   "tre_before_mm": 2.0, "tre_after_mm": 3.0})
+    assert worse == ["Dice", "landmark error (TRE)"]
+
+
+def test_auto_stops_early_on_an_identical_pair():
+    fixed, _, _ = _pair()
+    events = list(register_iter(fixed, fixed, model=_shifting_net(0.0), preset="auto"))
+    result = events[-1].result
+    cap = sum(level.steps for level in schedule(PRESETS["auto"].refine_steps, fixed.shape))
+    assert _steps_run(events) < cap / 3  # each level stops after its second window
+    assert np.abs(result.displacement).max() < 0.1
+    assert result.metrics["ncc_after"] == pytest.approx(1.0, abs=1e-3)
+    assert result.warnings == () and result.metrics["worse_than_input"] == 0.0
+
+
+def test_fast_is_the_network_alone_and_the_guard_reports_a_worse_result():
+    fixed, moving, _ = _pair()
+    result = register(fixed, moving, model=_shifting_net(7.0), preset="fast")
+    np.testing.assert_allclose(result.displacement[0], 7.0, atol=1e-4)  # untouched network field
+    assert result.metrics["worse_than_input"] == 1.0
+    assert result.metrics["mi_after"] < result.metrics["mi_before"]
+    assert any("mutual information" in w for w in result.warnings)
+
+
+def test_auto_falls_back_when_the_network_makes_the_pair_worse():
+    fixed, moving, truth = _pair()
+    bad = _shifting_net(7.0)
+    result = register(fixed, moving, model=bad, preset="auto")
+    assert any("started from the identity" in w for w in result.warnings)
+    assert result.metrics["worse_than_input"] == 0.0
+    assert result.metrics["mi_after"] > result.metrics["mi_before"]
+    error_before = np.linalg.norm(truth, axis=0).mean()
+    error_after = np.linalg.norm(result.displacement - truth, axis=0).mean()
+    assert error_after < 0.9 * error_before  # refined from the identity towards the truth
+    # exactly the refinement a network predicting nothing would have been given
+    from_identity = register(fixed, moving, model=_shifting_net(0.0), preset="auto")
+    np.testing.assert_allclose(result.displacement, from_identity.displacement, atol=1e-5)
+
+
+def test_explicit_steps_override_the_preset_and_run_every_step():
+    fixed, _, _ = _pair()
+    events = list(register_iter(fixed, fixed, model=_shifting_net(0.0), refine_steps=10,
+                                refine_affine=False))
+    budget = sum(level.steps for level in schedule(10, fixed.shape, affine=False))
+    assert _steps_run(events) == budget  # an identical pair, yet no early stop: a fixed budget
+
+
+def test_time_budget_and_qa_switch():
+    fixed, moving, _ = _pair()
+    quick = register(fixed, moving, model=_shifting_net(0.0), preset="accurate",
+                     time_budget=1e-3, qa=False)
+    assert quick.jacobian is None and quick.saliency is None
+    assert "folding_percent" not in quick.metrics
+    with pytest.raises(ValueError, match="preset"):
+        register(fixed, moving, model=_shifting_net(0.0), preset="best")
+    with pytest.raises(ValueError, match="time_budget"):
+        register(fixed, moving, model=_shifting_net(0.0), time_budget=0)
+
+
+def test_cli_warns_in_one_line_and_records_the_guard(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from deepreg_core.training.config import TrainConfig, save_config
+
+    fixed, moving, _ = _pair()
+    folder = tmp_path / "shifter"
+    folder.mkdir()
+    net = _shifting_net(7.0)
+    cfg = TrainConfig(model=net.config.model_dump(), data={"shape": [64, 64]})
+    save_config(cfg, folder / "config.yaml")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()},
+              str(folder / "weights.safetensors"))
+    (folder / "card.md").write_text("# shifter\n")
+    write_image(fixed, tmp_path / "f.nii.gz")
+    write_image(moving, tmp_path / "m.nii.gz")
+    out = tmp_path / "out"
+    code = cli.main(["register", str(tmp_path / "f.nii.gz"), str(tmp_path / "m.nii.gz"), "-o",
+                     str(out), "--model", str(folder), "--preset", "fast", "--no-qa"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "deepreg-core: warning:" in err and "mutual information" in err
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["worse_than_input"] == 1.0 and saved["preset"] == "fast" and saved["warnings"]
+    assert not (out / "jacobian.nii.gz").exists() and not (out / "saliency.nii.gz").exists()
+    code = cli.main(["register", str(tmp_path / "f.nii.gz"), str(tmp_path / "m.nii.gz"), "-o",
+                     str(tmp_path / "out2"), "--model", str(folder), "--time-budget", "-1"])
+    assert code == 2
+    assert "time_budget" in capsys.readouterr().err
+
+
+def test_drain_gives_the_same_result_as_register():
+    fixed, moving, _ = _pair()
+    a = drain(register_iter(fixed, moving, model=_shifting_net(0.0), preset="auto")).result
+    b = register(fixed, moving, model=_shifting_net(0.0), preset="auto")
+    np.testing.assert_array_equal(a.displacement, b.displacement)
