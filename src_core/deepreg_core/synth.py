@@ -581,9 +581,9 @@ def synthetic_pair(
 # ----------------------------------------------------------------------------- MNI152 brains
 
 
-@functools.lru_cache(maxsize=4)
-def _mni_volumes(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNI152 T1 in [0, 1] and tissue labels (0 background, 1 GM, 2 WM) resized to ``shape``."""
+@functools.lru_cache(maxsize=1)
+def _mni_stack() -> torch.Tensor:
+    """MNI152 2 mm T1, GM and WM maps stacked, ``(3, 99, 117, 95)`` float32 (read once)."""
     try:
         from nilearn import datasets
     except ImportError as error:  # pragma: no cover - depends on the environment
@@ -596,16 +596,59 @@ def _mni_volumes(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         for loader in (datasets.load_mni152_template, datasets.load_mni152_gm_template,
                        datasets.load_mni152_wm_template)
     ]
-    if len(shape) == 2:
-        # an axial slice ~10 mm above the AC (voxel k=41 at 2 mm), anterior at the top
-        volumes = [np.ascontiguousarray(v[:, :, 41].T[::-1]) for v in volumes]
-    stack = torch.from_numpy(np.stack(volumes))[None]
+    return torch.from_numpy(np.stack(volumes))
+
+
+def _to_images(stack: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize ``(3, *spatial)`` T1/GM/WM to ``shape``: T1 in [0, 1] and labels 0 bg, 1 GM, 2 WM."""
     mode = "bilinear" if len(shape) == 2 else "trilinear"
-    t1, gm, wm = F.interpolate(stack, size=shape, mode=mode, align_corners=True)[0]
+    t1, gm, wm = F.interpolate(stack[None], size=shape, mode=mode, align_corners=True)[0]
     t1 = (t1 / torch.quantile(t1.flatten(), 0.995)).clamp(0.0, 1.0)
     background = (1.0 - gm - wm).clamp(0.0, 1.0)
     labels = torch.stack([background, gm, wm]).argmax(dim=0)
     return t1[None, None].contiguous(), labels[None, None].contiguous()
+
+
+@functools.lru_cache(maxsize=4)
+def _mni_volumes(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNI152 T1 in [0, 1] and tissue labels (0 background, 1 GM, 2 WM) resized to ``shape``."""
+    stack = _mni_stack()
+    if len(shape) == 2:
+        # an axial slice ~10 mm above the AC (voxel k=41 at 2 mm), anterior at the top
+        stack = stack[:, :, :, 41].transpose(1, 2).flip(1)
+    return _to_images(stack.contiguous(), shape)
+
+
+def random_mni_slice(
+    shape: Sequence[int], generator: GeneratorLike
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random 2D MNI152 slice: any of the three orientations, position, flips and 90° turns.
+
+    The slice index is drawn from the central 60 % of the chosen axis (where there is brain);
+    each in-plane axis is flipped with probability 1/2 and the plane is transposed with
+    probability 1/2, so a 2D model sees axial, coronal and sagittal anatomy in every layout.
+
+    Returns
+    -------
+    (t1, labels)
+        ``(1, 1, *shape)`` T1 in [0, 1] and int64 labels (0 background, 1 GM, 2 WM).
+    """
+    shape = _shape(shape)
+    if len(shape) != 2:
+        raise ValueError(f"shape: expected 2 sizes for a slice, got {shape}.")
+    g = _generator(generator)
+    stack = _mni_stack()
+    axis = int(torch.randint(0, 3, (1,), generator=g))
+    size = stack.shape[1 + axis]
+    index = int(size * float(_uniform(g, 0.2, 0.8)))
+    plane = stack.select(1 + axis, index)
+    flips = torch.rand(3, generator=g) < 0.5
+    for dim in (1, 2):
+        if flips[dim - 1]:
+            plane = plane.flip(dim)
+    if flips[2]:
+        plane = plane.transpose(1, 2)
+    return _to_images(plane.contiguous(), shape)
 
 
 def _random_lut(image: torch.Tensor, generator: torch.Generator, knots: int = 6) -> torch.Tensor:
@@ -623,7 +666,7 @@ def mni_pair(
     affine: bool = False, same_contrast: bool = True, velocity_std: float = 2.0,
     smoothness: float | None = None, rotation: float = 10.0, scale: float = 0.1,
     shear: float = 0.05, translation: float = 2.0, max_noise: float = 0.02,
-    integration_steps: int = 7,
+    integration_steps: int = 7, orientation: str = "axial",
 ) -> SyntheticPair:
     """A brain-like pair from nilearn's MNI152 template with a random realistic deformation.
 
@@ -644,6 +687,9 @@ def mni_pair(
     max_noise : float
         Largest noise standard deviation.
     integration_steps : int
+    orientation : {"axial", "random"}
+        2D only: the fixed axial slice, or a random slice of :func:`random_mni_slice` (any
+        orientation, position, flips), drawn from ``generator`` first.
 
     Returns
     -------
@@ -662,7 +708,12 @@ def mni_pair(
     shape = _shape(shape)
     max_noise = _non_negative(max_noise, "max_noise")
     g = _generator(generator)
-    t1, labels = _mni_volumes(shape)
+    if orientation not in ("axial", "random"):
+        raise ValueError(f"orientation: expected 'axial' or 'random', got {orientation!r}.")
+    if orientation == "random" and len(shape) == 2:
+        t1, labels = random_mni_slice(shape, g)
+    else:
+        t1, labels = _mni_volumes(shape)
     velocity = random_velocity(shape, g, velocity_std, smoothness) if deformable else None
     matrix = (random_affine(shape, g, rotation=rotation, scale=scale, shear=shear,
                             translation=translation) if affine else None)

@@ -82,9 +82,15 @@ class DataConfig(BaseModel):
 
     Parameters
     ----------
-    source : {"synthetic", "folder", "mni"}
-        SynthMorph-style random pairs; image files in ``folder``; or deformed MNI152 brains
-        (needs nilearn).
+    source : {"synthetic", "folder", "mni", "mixed"}
+        SynthMorph-style random pairs; image files in ``folder``; deformed MNI152 brains
+        (needs nilearn); or ``"mixed"``: each pair is an MNI pair with probability
+        ``mni_fraction``, else a synthetic one (contrast-agnostic and brain-like at once).
+    mni_fraction : float
+        ``mixed`` only: the share of MNI pairs.
+    mni_orientation : {"axial", "random"}
+        2D MNI pairs: the fixed axial slice, or random slices in all three orientations with
+        flips and transposes (what a 2D model meant for any slice should see).
     shape : list of int
         Training grid (2 or 3 sizes, array order); must match ``model.ndim``.
     pairing : {"pairwise", "atlas"}
@@ -113,7 +119,9 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: Literal["synthetic", "folder", "mni"] = "synthetic"
+    source: Literal["synthetic", "folder", "mni", "mixed"] = "synthetic"
+    mni_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    mni_orientation: Literal["axial", "random"] = "axial"
     shape: list[Size] = Field(default_factory=lambda: [64, 64], min_length=2, max_length=3)
     pairing: Literal["pairwise", "atlas"] = "pairwise"
     folder: Path | None = None

@@ -143,8 +143,27 @@ class MNIPairs(SyntheticPairs):
             tuple(c.shape), g, deformable=c.deformable, affine=c.affine,
             same_contrast=c.same_contrast, velocity_std=c.velocity_std, smoothness=c.smoothness,
             rotation=c.rotation, scale=c.scale, shear=c.shear, translation=c.translation,
-            max_noise=c.max_noise,
+            max_noise=c.max_noise, orientation=c.mni_orientation,
         )
+
+
+class MixedPairs(SyntheticPairs):
+    """Each pair is MNI (probability ``config.mni_fraction``) or synthetic, drawn per pair.
+
+    The choice comes from the pair's own seed, so the stream stays a function of
+    ``(seed, stream, step, index)``; labels use ``max(n_labels, 3)`` channels.
+    """
+
+    def __init__(self, config: DataConfig, seed: int) -> None:
+        super().__init__(config, seed)
+        self.synthetic = SyntheticPairs(config, seed)
+        self.mni = MNIPairs(config, seed)
+        self.n_labels = max(config.n_labels, 3)
+
+    def _draw(self, stream: int, step: int, index: int) -> SyntheticPair:
+        coin = np.random.default_rng(pair_seed(self.seed, stream + 2, step, index)).random()
+        source = self.mni if coin < self.config.mni_fraction else self.synthetic
+        return source._draw(stream, step, index)
 
 
 # ----------------------------------------------------------------------------- image folders
@@ -294,4 +313,6 @@ def make_dataset(config: DataConfig, seed: int) -> PairDataset:
         return SyntheticPairs(config, seed)
     if config.source == "mni":
         return MNIPairs(config, seed)
+    if config.source == "mixed":
+        return MixedPairs(config, seed)
     return FolderPairs(config, seed)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -278,7 +279,8 @@ def _run(
         path = checkpoint_dir(cfg.output_dir, step)
         if context.is_main:
             save_checkpoint(path, model, optimizer, step, cfg, history=history,
-                            extra={"world_size": context.world_size})
+                            extra={"world_size": context.world_size, "device": str(device),
+                                   "threads": torch.get_num_threads()})
         context.barrier()
         return path
 
@@ -289,6 +291,7 @@ def _run(
             path = save(step)
             yield Stopped(step=step, checkpoint=path)
             return
+        began = time.perf_counter()
         batch = dataset.batch(step, batch_size, offset=context.rank * batch_size).to(device)
         parts = objective(network(batch.fixed, batch.moving), batch)
         optimizer.zero_grad(set_to_none=True)
@@ -297,7 +300,8 @@ def _run(
 
         done = step + 1
         values = context.mean({k: float(v.detach()) for k, v in parts.items()})
-        history["train"].append({"step": done, **values})
+        history["train"].append({"step": done, **values,
+                                 "seconds": round(time.perf_counter() - began, 4)})
         yield Progress(step=done, total=total, message=f"loss {values['loss']:.4g}")
         if context.is_main:
             yield Metrics(step=done, values=values, phase="train")
