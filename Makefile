@@ -11,7 +11,7 @@ SYSDEPS := xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-icccm4 l
 export OMP_NUM_THREADS ?= 2
 export PYTHONHASHSEED := 0
 
-.PHONY: setup sysdeps test test-core demo demo-core bench lint clean
+.PHONY: setup sysdeps test test-core demo demo-core bench bench-peers lint clean
 
 setup: $(VENV)/.installed
 
@@ -60,6 +60,11 @@ bench: setup
 	$(PY) bench/evaluate_zoo.py
 	@if $(PY) -c "import ants" 2>/dev/null; then $(PY) bench/bench_3d.py --cases 4; \
 	else echo "bench_3d.py skipped: pip install antspyx to compare with ANTs SyN"; fi
+
+# Our presets against ANTs SyN, Greedy and DIPY SyN (bench/results/peers_<data>.md and .json).
+bench-peers: setup
+	$(PY) -m pip install -q -e "./src_core[bench]"
+	$(PY) bench/peers.py
 
 lint: setup
 	$(PY) -m ruff check src_core napari_deepreg tests bench

@@ -17,30 +17,63 @@ import torch
 from deepreg_core.image import Image
 
 MNI_SPACING_MM = 2.0
+# Default shapes of the data kinds (array order): nilearn's MNI152 at 2 mm and at 1 mm, and the
+# 2D slices of ``"slice"``.
+SHAPES = {"mni": (99, 117, 95), "mni1mm": (197, 233, 189), "slice": (128, 128)}
+# The 2 mm cases' transform magnitudes (voxels where a length): deformation up to 2.5 voxels
+# (5 mm) std, shifts up to 3 voxels (6 mm), rotations up to 6°, scales 5 %, shears 0.02.
+_MNI_OPTIONS = dict(deformable=True, affine=True, velocity_std=2.5, rotation=6.0, scale=0.05,
+                    shear=0.02, translation=3.0)
 
 
 def make_case(data: str, shape: Sequence[int], seed: int, **options):
     """One evaluation pair: ``(fixed Image, moving Image, fixed labels, moving labels, truth)``.
 
-    ``data`` is ``"synthetic"`` (SynthMorph-style label maps, random contrasts) or ``"mni"``
-    (nilearn's MNI152 at 2 mm under a random smooth deformation and a small affine). ``truth`` is
-    the ground-truth displacement ``(ndim, *shape)`` in voxels (``warp(moving, truth) ≈ fixed``).
+    ``data`` is one of
+
+    - ``"synthetic"``: SynthMorph-style label maps, random contrasts, spacing 1;
+    - ``"mni"``: nilearn's MNI152 at 2 mm (shape ``(99, 117, 95)``) under a random smooth
+      deformation and a small affine, spacing 2 mm;
+    - ``"mni1mm"``: the real 1 mm MNI152 (shape ``(197, 233, 189)``) under a transform of the same
+      physical size as ``"mni"`` (deformation std and shifts doubled in voxels; the default
+      smoothness ``min(shape) / 4`` doubles with the shape), spacing 1 mm;
+    - ``"slice"``: 2D MNI152 slices (2 mm template), a random orientation, position and layout
+      per seed (:func:`deepreg_core.synth.random_mni_slice`), with the ``"mni"`` magnitudes in
+      voxels, spacing 2 mm.
+
+    ``shape`` should be :data:`SHAPES` ``[data]`` for the MNI kinds (other shapes resample the
+    template, and the spacing no longer matches the anatomy). ``truth`` is the ground-truth
+    displacement ``(ndim, *shape)`` in voxels (``warp(moving, truth) ≈ fixed``).
     """
     from deepreg_core import synth
 
     if data == "mni":
-        opts = dict(deformable=True, affine=True, velocity_std=2.5, rotation=6.0, scale=0.05,
-                    shear=0.02, translation=3.0)
+        opts = dict(_MNI_OPTIONS)
         opts.update(options)
         pair = synth.mni_pair(tuple(shape), seed, **opts)
         spacing = (MNI_SPACING_MM,) * len(shape)
+    elif data == "mni1mm":
+        opts = dict(_MNI_OPTIONS, velocity_std=2 * _MNI_OPTIONS["velocity_std"],
+                    translation=2 * _MNI_OPTIONS["translation"], resolution=1)
+        opts.update(options)
+        pair = synth.mni_pair(tuple(shape), seed, **opts)
+        spacing = (1.0,) * len(shape)
+    elif data == "slice":
+        if len(shape) != 2:
+            raise ValueError(f"shape: 'slice' cases are 2D, got {tuple(shape)}.")
+        opts = dict(_MNI_OPTIONS, orientation="random")
+        opts.update(options)
+        pair = synth.mni_pair(tuple(shape), seed, **opts)
+        spacing = (MNI_SPACING_MM,) * 2
     elif data == "synthetic":
         opts = dict(deformable=True, affine=False)
         opts.update(options)
         pair = synth.synthetic_pair(tuple(shape), seed, **opts)
         spacing = (1.0,) * len(shape)
     else:
-        raise ValueError(f"data: expected 'synthetic' or 'mni', got {data!r}.")
+        raise ValueError(
+            f"data: expected 'synthetic', 'mni', 'mni1mm' or 'slice', got {data!r}."
+        )
 
     def image(t: torch.Tensor, dtype=np.float32) -> Image:
         return Image.from_array(t[0, 0].numpy().astype(dtype), spacing=spacing)
@@ -87,6 +120,8 @@ def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int 
         if data == "mni":
             ndim = zoo.get(names.split("+")[-1]).config().model.ndim if names else 3
             shape = (99, 117, 95) if ndim == 3 else (117, 99)
+        elif data in ("mni1mm", "slice"):
+            shape = SHAPES[data]
         else:
             shape = tuple(zoo.get(names.split("+")[-1]).config().data.shape)
     rows = []

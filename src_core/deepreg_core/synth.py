@@ -581,9 +581,22 @@ def synthetic_pair(
 # ----------------------------------------------------------------------------- MNI152 brains
 
 
-@functools.lru_cache(maxsize=1)
-def _mni_stack() -> torch.Tensor:
-    """MNI152 2 mm T1, GM and WM maps stacked, ``(3, 99, 117, 95)`` float32 (read once)."""
+MNI_RESOLUTIONS = (1, 2)  # mm; nilearn ships the template and tissue maps at both
+
+
+def _check_resolution(resolution: object) -> int:
+    if isinstance(resolution, bool) or resolution not in MNI_RESOLUTIONS:
+        raise ValueError(f"resolution: expected 1 or 2 (mm), got {resolution!r}.")
+    return int(resolution)  # type: ignore[call-overload]
+
+
+@functools.lru_cache(maxsize=2)
+def _mni_stack(resolution: int = 2) -> torch.Tensor:
+    """MNI152 T1, GM and WM maps stacked, float32 (read once per resolution).
+
+    ``(3, 99, 117, 95)`` at ``resolution=2`` mm, ``(3, 197, 233, 189)`` at ``resolution=1`` mm.
+    """
+    resolution = _check_resolution(resolution)
     try:
         from nilearn import datasets
     except ImportError as error:  # pragma: no cover - depends on the environment
@@ -592,7 +605,7 @@ def _mni_stack() -> torch.Tensor:
             "Install it with `pip install nilearn` or `pip install deepreg-core[brain]`."
         ) from error
     volumes = [
-        np.asarray(loader(resolution=2).get_fdata(), dtype=np.float32)
+        np.asarray(loader(resolution=resolution).get_fdata(), dtype=np.float32)
         for loader in (datasets.load_mni152_template, datasets.load_mni152_gm_template,
                        datasets.load_mni152_wm_template)
     ]
@@ -610,23 +623,29 @@ def _to_images(stack: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tenso
 
 
 @functools.lru_cache(maxsize=4)
-def _mni_volumes(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNI152 T1 in [0, 1] and tissue labels (0 background, 1 GM, 2 WM) resized to ``shape``."""
-    stack = _mni_stack()
+def _mni_volumes(
+    shape: tuple[int, ...], resolution: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNI152 T1 in [0, 1] and tissue labels (0 background, 1 GM, 2 WM) resized to ``shape``.
+
+    Read from nilearn's ``resolution`` mm template (1 or 2); both share the same origin.
+    """
+    stack = _mni_stack(resolution)
     if len(shape) == 2:
-        # an axial slice ~10 mm above the AC (voxel k=41 at 2 mm), anterior at the top
-        stack = stack[:, :, :, 41].transpose(1, 2).flip(1)
+        # an axial slice ~10 mm above the AC (voxel k=41 at 2 mm, 82 at 1 mm), anterior at the top
+        stack = stack[:, :, :, 82 // resolution].transpose(1, 2).flip(1)
     return _to_images(stack.contiguous(), shape)
 
 
 def random_mni_slice(
-    shape: Sequence[int], generator: GeneratorLike
+    shape: Sequence[int], generator: GeneratorLike, *, resolution: int = 2
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A random 2D MNI152 slice: any of the three orientations, position, flips and 90° turns.
 
     The slice index is drawn from the central 60 % of the chosen axis (where there is brain);
     each in-plane axis is flipped with probability 1/2 and the plane is transposed with
     probability 1/2, so a 2D model sees axial, coronal and sagittal anatomy in every layout.
+    ``resolution`` (1 or 2 mm) picks the template the slice is cut from.
 
     Returns
     -------
@@ -637,7 +656,7 @@ def random_mni_slice(
     if len(shape) != 2:
         raise ValueError(f"shape: expected 2 sizes for a slice, got {shape}.")
     g = _generator(generator)
-    stack = _mni_stack()
+    stack = _mni_stack(_check_resolution(resolution))
     axis = int(torch.randint(0, 3, (1,), generator=g))
     size = stack.shape[1 + axis]
     index = int(size * float(_uniform(g, 0.2, 0.8)))
@@ -666,11 +685,12 @@ def mni_pair(
     affine: bool = False, same_contrast: bool = True, velocity_std: float = 2.0,
     smoothness: float | None = None, rotation: float = 10.0, scale: float = 0.1,
     shear: float = 0.05, translation: float = 2.0, max_noise: float = 0.02,
-    integration_steps: int = 7, orientation: str = "axial",
+    integration_steps: int = 7, orientation: str = "axial", resolution: int = 2,
 ) -> SyntheticPair:
     """A brain-like pair from nilearn's MNI152 template with a random realistic deformation.
 
-    The 2 mm template T1 and its grey/white-matter maps are resized to ``shape`` (a 2D shape takes
+    The template T1 (2 mm, or 1 mm with ``resolution=1``) and its grey/white-matter maps are
+    resized to ``shape`` (a 2D shape takes
     an axial slice); labels are the argmax of (background, GM, WM). The fixed image is the template;
     the moving image is the template pulled through ``phi⁻¹`` as in :func:`synthetic_pair`,
     with a random intensity curve when ``same_contrast=False``; each image gets its own noise.
@@ -690,6 +710,11 @@ def mni_pair(
     orientation : {"axial", "random"}
         2D only: the fixed axial slice, or a random slice of :func:`random_mni_slice` (any
         orientation, position, flips), drawn from ``generator`` first.
+    resolution : {2, 1}
+        Which of nilearn's templates to read, in mm: 2 (``99 × 117 × 95``, default) or 1
+        (``197 × 233 × 189``). ``shape`` equal to the template's shape keeps its voxels as they
+        are; the magnitudes above are in voxels of ``shape`` (double them at 1 mm for the same
+        physical size).
 
     Returns
     -------
@@ -707,13 +732,14 @@ def mni_pair(
     """
     shape = _shape(shape)
     max_noise = _non_negative(max_noise, "max_noise")
+    resolution = _check_resolution(resolution)
     g = _generator(generator)
     if orientation not in ("axial", "random"):
         raise ValueError(f"orientation: expected 'axial' or 'random', got {orientation!r}.")
     if orientation == "random" and len(shape) == 2:
-        t1, labels = random_mni_slice(shape, g)
+        t1, labels = random_mni_slice(shape, g, resolution=resolution)
     else:
-        t1, labels = _mni_volumes(shape)
+        t1, labels = _mni_volumes(shape, resolution)
     velocity = random_velocity(shape, g, velocity_std, smoothness) if deformable else None
     matrix = (random_affine(shape, g, rotation=rotation, scale=scale, shear=shear,
                             translation=translation) if affine else None)

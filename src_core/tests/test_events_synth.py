@@ -7,10 +7,12 @@ import math
 import sys
 import threading
 
+import numpy as np
 import pytest
 import torch
 
 from deepreg_core import synth
+from deepreg_core.evaluation import make_case
 from deepreg_core.events import (
     CheckpointSaved,
     Finished,
@@ -22,6 +24,7 @@ from deepreg_core.events import (
     StopToken,
     drain,
 )
+from deepreg_core.losses import ncc
 from deepreg_core.metrics import folding_fraction, mean_dice
 from deepreg_core.spatial import identity_grid, integrate_velocity, warp
 from deepreg_core.synth import (
@@ -275,7 +278,92 @@ def test_mni_pair_ground_truth():
 
 def test_mni_pair_without_nilearn_says_how_to_install(monkeypatch):
     synth._mni_volumes.cache_clear()
+    synth._mni_stack.cache_clear()
     monkeypatch.setitem(sys.modules, "nilearn", None)
     with pytest.raises(ImportError, match="pip install nilearn"):
         mni_pair((16, 16), 0)
     synth._mni_volumes.cache_clear()
+    synth._mni_stack.cache_clear()
+
+
+def test_mni_pair_resolution_1mm_reads_the_same_anatomy():
+    pytest.importorskip("nilearn")
+    two = mni_pair((64, 64), 0, deformable=False, max_noise=0.0)
+    one = mni_pair((64, 64), 0, deformable=False, max_noise=0.0, resolution=1)
+    assert float(ncc(two.fixed, one.fixed)) > 0.9  # the same axial slice, from either template
+    assert not torch.equal(two.fixed, one.fixed)
+    with pytest.raises(ValueError, match="resolution"):
+        mni_pair((16, 16), 0, resolution=3)
+
+
+# ----------------------------------------------------------------------------- evaluation cases
+
+
+def _as_tensor(image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image.data, dtype=np.float32))[None, None]
+
+
+def _case_tensors(case):
+    *images, truth = case
+    return (*[_as_tensor(image) for image in images], torch.from_numpy(truth)[None])
+
+
+def _check_case_truth(case, shape, spacing):
+    """Shapes, spacing, and ``warp(moving, truth)`` matching ``fixed`` inside the brain."""
+    fixed, moving, fixed_labels, moving_labels, truth = case
+    for image in (fixed, moving, fixed_labels, moving_labels):
+        assert tuple(image.shape) == tuple(shape)
+        assert tuple(image.spacing) == pytest.approx(spacing)
+    assert truth.shape == (len(shape), *shape)
+    f, m, fl, ml, u = _case_tensors(case)
+    assert set(torch.unique(fl).tolist()) == {0.0, 1.0, 2.0}
+    brain = (fl > 0).float()
+    before = float(ncc(f, m, brain))
+    after = float(ncc(f, warp(m, u), brain))
+    assert after > before and after > 0.95
+    moved = warp(ml, u, mode="nearest").long()
+    assert mean_dice(moved, fl.long()) > max(0.85, mean_dice(ml.long(), fl.long()))
+    return u
+
+
+def test_make_case_mni_2mm_is_unchanged():
+    """Seed 1000 of the 2 mm cases, as computed before the 1 mm / slice kinds were added."""
+    pytest.importorskip("nilearn")
+    fixed, moving, fixed_labels, moving_labels, truth = make_case("mni", (99, 117, 95), 1000)
+    assert fixed.spacing == (2.0, 2.0, 2.0) and truth.shape == (3, 99, 117, 95)
+    assert float(fixed.data.astype(np.float64).sum()) == pytest.approx(183835.43997869472, rel=1e-6)
+    assert float(moving.data.astype(np.float64).sum()) == pytest.approx(183858.76509061691,
+                                                                        rel=1e-6)
+    assert int(fixed_labels.data.sum()) == 295090
+    assert abs(int(moving_labels.data.sum()) - 294217) <= 5
+    assert float(truth.astype(np.float64).sum()) == pytest.approx(927464.6635760665, rel=1e-5)
+    assert float(np.abs(truth).astype(np.float64).sum()) == pytest.approx(10416757.98497492,
+                                                                          rel=1e-5)
+    assert truth[:, 50, 60, 40] == pytest.approx([0.236351, -0.663258, 3.945168], abs=1e-4)
+
+
+def test_make_case_slice_random_2d_mni_slices():
+    pytest.importorskip("nilearn")
+    cases = [make_case("slice", (128, 128), seed) for seed in (1000, 1001)]
+    for case in cases:
+        u = _check_case_truth(case, (128, 128), (2.0, 2.0))
+        assert float(u.abs().max()) > 1.0  # a real transform
+    assert not np.allclose(cases[0][0].data, cases[1][0].data)  # another slice per seed
+    again = make_case("slice", (128, 128), 1000)
+    assert np.array_equal(again[1].data, cases[0][1].data)  # reproducible
+    with pytest.raises(ValueError, match="2D"):
+        make_case("slice", (16, 16, 16), 0)
+
+
+def test_make_case_mni1mm_real_1mm_template():
+    pytest.importorskip("nilearn")
+    case = make_case("mni1mm", (197, 233, 189), 1000)
+    u = _check_case_truth(case, (197, 233, 189), (1.0, 1.0, 1.0))
+    brain = case[2].data > 0
+    epe_before_mm = float(np.linalg.norm(u[0].numpy(), axis=0)[brain].mean())
+    assert 2.0 < epe_before_mm < 20.0  # the 2 mm cases' physical size (mm), not voxels of 2 mm
+
+
+def test_make_case_rejects_unknown_data():
+    with pytest.raises(ValueError, match="mni1mm"):
+        make_case("nope", (8, 8), 0)
