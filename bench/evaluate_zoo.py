@@ -2,13 +2,14 @@
 
     python bench/evaluate_zoo.py [NAME ...] [--cases 3]
 
-- 2D models: synthetic pairs (seeds 1000+, never drawn in training) and axial MNI152 2 mm slices
-  under random deformations (+ affines for the affine model).
+- 2D models: MNI152 slices in random orientations (``slice``), axial MNI152 2 mm slices and
+  synthetic pairs (seeds 1000+, never drawn in training) under random deformations (and affines
+  for the MNI kinds).
 - 3D models: MNI152 at 2 mm (99 x 117 x 95) under random deformations and affines (seeds 1000+).
 - affine-3d also: nibabel's ``anatomical.nii`` -> ``reoriented_anat_moved.nii`` (a known rigid
   transform, rotations 0.1/0.2/0.3 rad and translation 3/4/5 mm): mean error of the recovered
   transform in mm inside the head.
-Network only and with instance optimisation (50 steps). Results: bench/results/zoo_<name>.json and
+With the ``fast`` preset (the network alone) and the default ``auto`` preset. Results: bench/results/zoo_<name>.json and
 the evaluation section of each card.
 """
 
@@ -58,13 +59,14 @@ def evaluate(name: str, cases: int) -> dict:
 
     cfg = zoo.get(name).config()
     report = {}
-    datasets = ["synthetic", "mni"] if cfg.model.ndim == 2 else ["mni"]
+    datasets = ["slice", "mni", "synthetic"] if cfg.model.ndim == 2 else ["mni"]
     model = name
     for data in datasets:
-        for steps in (0, 50):  # an affine model's refinement stays affine
-            key = f"{data}, {'network only' if steps == 0 else f'+ {steps} refinement steps'}"
-            shape = None if data == "mni" else tuple(cfg.data.shape)
-            res = evaluate_model(model, data=data, cases=cases, refine_steps=steps, shape=shape)
+        for preset in ("fast", "auto"):  # an affine model's refinement stays affine
+            key = f"{data}, {'network only (fast)' if preset == 'fast' else 'default (auto)'}"
+            shape = tuple(cfg.data.shape) if data == "synthetic" else None
+            res = evaluate_model(model, data=data, cases=cases, refine_steps=None, preset=preset,
+                                 shape=shape)
             report[key] = res["summary"]
             print(name, key, json.dumps(res["summary"]), flush=True)
     if name == "affine-3d":

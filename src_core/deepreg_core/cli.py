@@ -150,7 +150,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from deepreg_core.evaluation import evaluate_model
 
     report = evaluate_model(args.model, data=args.data, cases=args.cases, seed=args.seed,
-                            refine_steps=args.refine_steps, device=args.device)
+                            refine_steps=args.refine_steps, preset=args.preset,
+                            device=args.device)
     if args.output:
         _write_json(report, Path(args.output))
     print(json.dumps(report["summary"], indent=2))
@@ -197,10 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="evaluate a model on pairs with known ground truth")
     ev.add_argument("model")
-    ev.add_argument("--data", default="synthetic", choices=["synthetic", "mni"])
+    ev.add_argument("--data", default="synthetic",
+                    choices=["synthetic", "mni", "mni1mm", "slice"])
     ev.add_argument("--cases", type=int, default=5)
     ev.add_argument("--seed", type=int, default=1000)
-    ev.add_argument("--refine-steps", type=int, default=0)
+    ev.add_argument("--preset", default="auto", choices=["auto", "fast", "accurate"])
+    ev.add_argument("--refine-steps", type=int, default=None,
+                    help="a fixed refinement budget instead of the preset's (0: network only)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--output", help="write the full report as JSON")
     ev.set_defaults(func=cmd_evaluate)

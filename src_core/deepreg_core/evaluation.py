@@ -104,9 +104,12 @@ def case_metrics(result, fixed_labels: Image, truth: np.ndarray) -> dict[str, fl
 
 
 def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int = 1000,
-                   shape: Sequence[int] | None = None, refine_steps: int = 0,
-                   device: str = "auto") -> dict:
+                   shape: Sequence[int] | None = None, refine_steps: int | None = 0,
+                   preset: str = "auto", device: str = "auto") -> dict:
     """Register ``cases`` pairs with known ground truth; per-case numbers and medians.
+
+    ``refine_steps`` is a fixed refinement budget (0: the network alone); ``None`` lets
+    ``preset`` (``"auto"``, ``"fast"``, ``"accurate"``) decide, as the CLI does without flags.
 
     Returns ``{"model", "data", "cases": [...], "summary": {metric: median}}``.
     """
@@ -128,12 +131,14 @@ def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int 
     for k in range(cases):
         fixed, moving, fixed_labels, moving_labels, truth = make_case(data, shape, seed + k)
         start = time.perf_counter()
-        result = register(fixed, moving, model=model, refine_steps=refine_steps, device=device,
-                          fixed_labels=fixed_labels, moving_labels=moving_labels, seed=seed + k)
+        result = register(fixed, moving, model=model, refine_steps=refine_steps, preset=preset,
+                          device=device, fixed_labels=fixed_labels, moving_labels=moving_labels,
+                          seed=seed + k)
         row = case_metrics(result, fixed_labels, truth)
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
     keys = rows[0].keys()
     summary = {key: statistics.median(r[key] for r in rows) for key in keys}
     return {"model": str(model), "data": data, "shape": list(shape), "refine_steps": refine_steps,
-            "cases": rows, "summary": summary}
+            "preset": preset if refine_steps is None else None, "cases": rows,
+            "summary": summary}

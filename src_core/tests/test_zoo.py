@@ -62,3 +62,17 @@ def _has_nilearn() -> bool:
     except ImportError:
         return False
     return True
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_load_twice_and_give_identical_output(name):
+    """Two independent loads on CPU, the same input: bit-identical fields (no hidden randomness)."""
+    first, second = zoo.load_model(name, device="cpu"), zoo.load_model(name, device="cpu")
+    shape = tuple(first.train_config.data.shape)
+    pair = synth.synthetic_pair(shape, 1234)
+    with torch.no_grad():
+        a = first(pair.fixed, pair.moving).displacement
+        b = second(pair.fixed, pair.moving).displacement
+        c = first(pair.fixed, pair.moving).displacement
+    assert torch.equal(a, b) and torch.equal(a, c)
+    assert torch.isfinite(a).all()
