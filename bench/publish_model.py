@@ -42,7 +42,19 @@ def card_text(name: str, ckpt: Path, old_card: str) -> str:
     source = {"synthetic": "SynthMorph-style synthetic label maps rendered with random contrasts",
               "mni": "nilearn's MNI152 2009 T1 template (2 mm) with its GM/WM maps, under random "
                      "smooth deformations (and affines) and random intensity remaps",
-              "folder": f"images from {d.folder}"}[d.source]
+              "folder": f"images from {d.folder}",
+              "mixed": f"a mix: {100 * (1 - d.mni_fraction):.0f} % SynthMorph-style random label "
+                       f"maps rendered with random contrasts, bias, blur and noise, "
+                       f"{100 * d.mni_fraction:.0f} % nilearn's MNI152 (2 mm) with its GM/WM maps "
+                       f"under random smooth deformations and random intensity remaps"
+                       + (" (2D: slices in all three orientations, with flips and transposes)"
+                          if d.mni_orientation == "random" and m.ndim == 2 else "")}[d.source]
+    train_rows = history.get("train") or []
+    seconds = sum(float(r.get("seconds", 0.0)) for r in train_rows)
+    extra = meta.get("extra", {})
+    hardware = (f"{seconds / 3600:.2f} h of training steps on {extra.get('device', 'cpu')} with "
+                f"{extra.get('threads', '?')} CPU thread(s) (2-core machine, a second run beside "
+                f"it)" if seconds else "not recorded")
     return f"""# {name}
 
 **Kind**: {m.kind}, {m.ndim}D{', diffeomorphic (scaling and squaring, ' + str(m.integration_steps) + ' steps)' if m.diffeomorphic and m.kind != 'affine' else ''}.
@@ -53,7 +65,8 @@ def card_text(name: str, ckpt: Path, old_card: str) -> str:
 - Data: {source}; deformation std up to {d.velocity_std} voxels{f', affine up to {d.rotation} deg rotation, {d.scale} scale, {d.translation} voxels translation' if d.affine else ''}; {'same' if d.same_contrast else 'independent random'} contrasts for fixed and moving.
 - Loss: {lo.similarity_weight} x {lo.similarity} + {lo.regularization_weight} x {lo.regularizer} + {lo.dice_weight} x Dice (labels) + {lo.supervised_weight} x field error (ground truth){' ; similarity weighted by the joint saliency map' if lo.saliency_weighting else ''}.
 - Optimiser: AdamW, lr {cfg.optim.lr}, {meta['step']} steps of batch {cfg.optim.batch_size}, seed {cfg.seed}, device {cfg.device}.
-- Recipe: `src_core/deepreg_core/zoo/recipes/{name}.yaml`; reproduce with `bash bench/train_zoo.sh {name}`.
+- Wall time and hardware: {hardware}; curves in `bench/results/training/{name}.png`.
+- Recipe: `src_core/deepreg_core/zoo/recipes/{name}.yaml`; reproduce with `bash bench/train_chunks.sh {name}` repeated (9-minute resumable chunks) or `bash bench/train_zoo.sh {name}` in one go.
 - Last training loss: {last_train.get('loss', float('nan')):.4g}; last validation: {', '.join(f'{k} {v:.4g}' for k, v in last_val.items() if k != 'step') or 'n/a'}.
 - Package version {meta.get('package_version')}, checkpoint format {meta.get('format_version')}.
 
