@@ -359,9 +359,11 @@ class RegisterWidget(QWidget):
         self.metrics_label.setText(format_metrics(result.metrics, result.model_name,
                                                   result.device))
         self.status_label.value = "done"
-        if result.warnings:  # the guard: say it where the user looks, not only in the read-out
-            from napari.utils import notifications
+        from napari.utils import notifications
 
+        if result.notes:  # a fallback the preset took: information, the result is fine
+            notifications.show_info(f"{moving_layer.name}: " + "; ".join(result.notes))
+        if result.warnings:  # the guard: say it where the user looks, not only in the read-out
             notifications.show_warning(f"{moving_layer.name}: " + "; ".join(result.warnings))
             self.status_label.value = "done, with a warning (see the notification)"
         self._set_running(self.worker is not None)

@@ -101,8 +101,10 @@ def cmd_register(args: argparse.Namespace) -> int:
         np.savetxt(out / "affine_voxel.txt", result.affine)
     summary = {"model": result.model_name, "preset": result.preset, "device": result.device,
                "seed": result.seed, "fixed": str(args.fixed), "moving": str(args.moving),
-               **result.metrics, "warnings": list(result.warnings)}
+               **result.metrics, "warnings": list(result.warnings), "notes": list(result.notes)}
     _write_json(summary, out / "metrics.json")
+    for note in result.notes:
+        print(f"deepreg-core: note: {note}", file=sys.stderr)
     for warning in result.warnings:
         print(f"deepreg-core: warning: {warning}", file=sys.stderr)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}))

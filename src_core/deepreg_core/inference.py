@@ -89,8 +89,11 @@ class RegistrationResult:
         ``ncc_before/after``, ``mi_before/after``, ``dice_before/after``, ``tre_before_mm/after_mm``,
         ``folding_percent``, ``worse_than_input`` (1.0 or 0.0), ``seconds``.
     warnings : tuple of str
-        What the guard found: measures that got worse than the unregistered pair, and any
-        fallback taken. Empty when all is well.
+        What the guard found: the measures that got worse than the unregistered pair. Empty when
+        the result is at least as good as doing nothing.
+    notes : tuple of str
+        Fallbacks the preset took on the way (e.g. a network result that matched worse than its
+        input was not used to seed the refinement).
     preset : str
         The preset that set the defaults (``"fast"``, ``"auto"``, ``"accurate"``).
     """
@@ -110,6 +113,7 @@ class RegistrationResult:
     warped_points: np.ndarray | None = None
     moving_on_fixed: Image | None = field(default=None, repr=False)
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
     preset: str = "auto"
 
     @property
@@ -287,7 +291,8 @@ def register_iter(
     -----
     The guard: the result's mutual information with the fixed image is compared with the
     unregistered pair's (and Dice / TRE when labels / points are given). A result that is worse
-    is reported in ``result.warnings`` and ``metrics["worse_than_input"]``. With a preset that
+    is reported in ``result.warnings`` and ``metrics["worse_than_input"]``; fallbacks taken are in
+    ``result.notes``. With a preset that
     has the fallback (``auto``, ``accurate``), a network result worse than the input is not used
     as the refinement's seed (the identity, or the affine stage, is), a refined result worse than
     the input is refined again from the identity, and the best-matching candidate — the
@@ -456,7 +461,7 @@ def register_iter(
         warped_points, point_metrics = _points(moving_points, moving, fixed, fixed_points, u)
         values.update(point_metrics)
     worse = guard(values)
-    notes += [f"{what} is worse than before registration" for what in worse]
+    warnings = [f"{what} is worse than before registration" for what in worse]
     values["worse_than_input"] = 1.0 if worse else 0.0
     values["seconds"] = time.perf_counter() - t0
     result = RegistrationResult(
@@ -474,7 +479,8 @@ def register_iter(
         warped_labels=warped_labels,
         warped_points=warped_points,
         moving_on_fixed=moving_on_fixed,
-        warnings=tuple(notes),
+        warnings=tuple(warnings),
+        notes=tuple(notes),
         preset=preset,
     )
     yield Progress(step=total, total=total, message="done")

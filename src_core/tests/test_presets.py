@@ -68,7 +68,8 @@ def test_auto_stops_early_on_an_identical_pair():
     assert _steps_run(events) < cap / 3  # each level stops after its second window
     assert np.abs(result.displacement).max() < 0.1
     assert result.metrics["ncc_after"] == pytest.approx(1.0, abs=1e-3)
-    assert result.warnings == () and result.metrics["worse_than_input"] == 0.0
+    assert result.warnings == () and result.notes == ()
+    assert result.metrics["worse_than_input"] == 0.0
 
 
 def test_fast_is_the_network_alone_and_the_guard_reports_a_worse_result():
@@ -84,7 +85,7 @@ def test_auto_falls_back_when_the_network_makes_the_pair_worse():
     fixed, moving, truth = _pair()
     bad = _shifting_net(7.0)
     result = register(fixed, moving, model=bad, preset="auto")
-    assert any("started from the" in w for w in result.warnings)
+    assert any("started from the" in n for n in result.notes) and result.warnings == ()
     assert result.metrics["worse_than_input"] == 0.0
     assert result.metrics["mi_after"] > result.metrics["mi_before"]
     error_before = np.linalg.norm(truth, axis=0).mean()
@@ -139,6 +140,7 @@ def test_cli_warns_in_one_line_and_records_the_guard(tmp_path, capsys):
     assert "deepreg-core: warning:" in err and "mutual information" in err
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["worse_than_input"] == 1.0 and saved["preset"] == "fast" and saved["warnings"]
+    assert saved["notes"] == []  # 'fast' has no fallback to take
     assert not (out / "jacobian.nii.gz").exists() and not (out / "saliency.nii.gz").exists()
     code = cli.main(["register", str(tmp_path / "f.nii.gz"), str(tmp_path / "m.nii.gz"), "-o",
                      str(tmp_path / "out2"), "--model", str(folder), "--time-budget", "-1"])
