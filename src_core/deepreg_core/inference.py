@@ -345,13 +345,8 @@ def register_iter(
     refine_options = dict(similarity=sim_name, regularization=regularization, stop=stop,
                           total=total, tolerance=tol, deadline=deadline)
     if pre_affine:
-        refined = None
-        for event in optimize.refine_iter(f, m, u, steps=steps, levels=pre_affine, step0=step,
-                                          **refine_options):
-            if isinstance(event, optimize.Refined):
-                refined = event
-            else:
-                yield event
+        refined = yield from _refined(optimize.refine_iter(
+            f, m, u, steps=steps, levels=pre_affine, step0=step, **refine_options))
         if refined is None:
             yield Stopped(step=step, checkpoint=None)
             return
@@ -386,10 +381,11 @@ def register_iter(
     mi_input = score(None)
     # what refinement falls back to: the affine stage when it matches at least as well as the
     # input, else the identity
-    affine_ok = u_affine is not None and score(u_affine) >= mi_input * (1 - GUARD_TOLERANCE)
+    mi_affine = score(u_affine) if u_affine is not None else None
+    affine_ok = mi_affine is not None and mi_affine >= mi_input * (1 - GUARD_TOLERANCE)
     fallback = (u_affine, affine) if affine_ok else (torch.zeros_like(u), None)
     fallback_name = "the affine stage" if affine_ok else "the identity"
-    reference = score(u_affine) if affine_ok else mi_input
+    reference = mi_affine if affine_ok else mi_input
     if steps and chosen.fallback and stages and u is not fallback[0] and \
             score(u) < reference * (1 - GUARD_TOLERANCE):
         # the networks made the pair worse: do not seed the refinement with their field
@@ -399,14 +395,9 @@ def register_iter(
 
     if steps:
         def refine(start: torch.Tensor, start_affine, base: int):
-            refined = None
-            for event in optimize.refine_iter(f, m, start, steps=steps, levels=post_levels,
-                                              affine_only=affine_only, step0=base,
-                                              **refine_options):
-                if isinstance(event, optimize.Refined):
-                    refined = event
-                else:
-                    yield event
+            refined = yield from _refined(optimize.refine_iter(
+                f, m, start, steps=steps, levels=post_levels, affine_only=affine_only,
+                step0=base, **refine_options))
             if refined is None:  # stopped
                 return None
             if affine_only:  # keep it exactly affine: one matrix, one field computed from it
@@ -485,6 +476,19 @@ def register_iter(
     )
     yield Progress(step=total, total=total, message="done")
     yield Finished(result=result)
+
+
+def _refined(events):
+    """Pass on a ``refine_iter``'s progress events; return its ``Refined`` (None when stopped)."""
+    from deepreg_core.optimize import Refined
+
+    refined = None
+    for event in events:
+        if isinstance(event, Refined):
+            refined = event
+        else:
+            yield event
+    return refined
 
 
 def guard(values: dict[str, float]) -> list[str]:
