@@ -26,11 +26,11 @@ SHAPE = (160, 192, 224)
 def measure(what: str, model: str, repeats: int) -> dict:
     import numpy as np
     import torch
-
     from deepreg_core import zoo
     from deepreg_core.image import Image
-    from deepreg_core.inference import _resize, register
+    from deepreg_core.inference import register
     from deepreg_core.models import build_model
+    from deepreg_core.preprocess import resize_image
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -38,7 +38,7 @@ def measure(what: str, model: str, repeats: int) -> dict:
     fixed, moving = Image.from_array(data), Image.from_array(np.roll(data, 2, axis=0))
     net = zoo.load_model(model)
     if what == "network":
-        f = _resize(torch.from_numpy(data)[None, None], net.train_config.data.shape)
+        f = resize_image(torch.from_numpy(data)[None, None], net.train_config.data.shape)
 
         def run():
             with torch.no_grad():

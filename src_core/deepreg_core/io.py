@@ -9,12 +9,20 @@
 
 RGB/RGBA images become grey (luminance, ``skimage.color.rgb2gray``) with
 ``meta["converted_from_rgb"] = True``, or are refused with ``rgb="refuse"``. Integer data on disk
-stays integer (labels); other data is cast to ``dtype``. Every write is atomic: the file is
-written next to its target under a temporary name and moved into place with ``os.replace``.
+stays integer (labels); other data is cast to ``dtype``; complex data is refused. Every write is
+atomic: the file is written next to its target under a temporary name and moved into place with
+``os.replace``.
+
+Reading is bounded: the size a file declares (its shape and dtype, read from the header) is
+compared with :func:`max_image_bytes` (``$DEEPREG_MAX_IMAGE_BYTES``, default 4 GiB) and with the
+memory available *before* any voxel is allocated, and a file whose data is shorter than it
+declares (a lying header, a truncated or decompression-bomb ``.gz``) is refused after a streamed
+check that stores nothing. Every failure is a ``ValueError`` that names the file.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 import warnings
 import xml.etree.ElementTree as ET
@@ -29,7 +37,8 @@ import tifffile
 from deepreg_core._files import atomic_target
 from deepreg_core.image import Image
 
-__all__ = ["SUPPORTED_SUFFIXES", "read_image", "write_image"]
+__all__ = ["MAX_IMAGE_BYTES_ENV", "SUPPORTED_SUFFIXES", "max_image_bytes", "read_image",
+           "write_image"]
 
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz", ".tif", ".tiff", ".png")
 
@@ -39,12 +48,20 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _READ_ERRORS = (
     OSError,
     ValueError,
+    TypeError,
     EOFError,
     KeyError,
     IndexError,
+    OverflowError,
     zlib.error,
     nib.filebasedimages.ImageFileError,
+    nib.spatialimages.HeaderDataError,
+    nib.spatialimages.ImageDataError,
 )
+MAX_IMAGE_BYTES_ENV = "DEEPREG_MAX_IMAGE_BYTES"
+DEFAULT_MAX_IMAGE_BYTES = 4 << 30
+# Below this many declared bytes a lying header costs little: the reader's own error suffices.
+_STREAM_CHECK_BYTES = 64 << 20
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -62,10 +79,104 @@ def _suffix(path: Path) -> str:
 
 
 def _unreadable(path: Path, kind: str, error: Exception) -> ValueError:
+    reason = " ".join(str(error).split())[:300]  # one line, bounded: never the file's content
     return ValueError(
         f"{path}: expected a readable {kind} file, but reading failed with "
-        f"{type(error).__name__}: {error}. The file may be truncated, corrupt or not {kind} "
+        f"{type(error).__name__}: {reason}. The file may be truncated, corrupt or not {kind} "
         "despite its suffix."
+    )
+
+
+def max_image_bytes() -> int:
+    """The largest image :func:`read_image` accepts, in bytes as held in memory while reading.
+
+    ``$DEEPREG_MAX_IMAGE_BYTES`` (an integer, bytes) when set, else 4 GiB.
+    """
+    raw = os.environ.get(MAX_IMAGE_BYTES_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_MAX_IMAGE_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(
+            f"{MAX_IMAGE_BYTES_ENV}: expected a positive integer number of bytes, got a value "
+            f"of {len(raw)} characters that is not one."
+        )
+    return value
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as stream:
+            for line in stream:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def _check_size(path: Path, shape: tuple[int, ...], dtype: np.dtype, max_bytes: int) -> int:
+    """Refuse an image whose declared size would not fit; return its stored data bytes.
+
+    Reading holds the data as stored plus its float32 copy, so that is what is compared.
+    """
+    voxels = 1
+    for n in shape:
+        voxels *= max(int(n), 0)
+    stored = voxels * dtype.itemsize
+    needed = stored + voxels * 4
+    if needed > max_bytes:
+        raise ValueError(
+            f"{path}: the file declares {' x '.join(map(str, shape))} voxels of {dtype} "
+            f"({_gib(needed)} to read), above the limit of {_gib(max_bytes)}. Crop or "
+            f"downsample it, or raise the limit ({MAX_IMAGE_BYTES_ENV}, bytes)."
+        )
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"{path}: the file declares {' x '.join(map(str, shape))} voxels of {dtype} "
+            f"({_gib(needed)} to read), but only {_gib(available)} of memory is available."
+        )
+    return stored
+
+
+def _check_data_length(path: Path, opener, offset: int, stored: int) -> None:
+    """Refuse a file holding fewer than ``offset + stored`` bytes of (decompressed) data.
+
+    Large declared sizes only, and streamed: at most 1 MiB is held at a time and reading stops
+    as soon as the declared length is reached, so a decompression bomb is never expanded.
+    """
+    if stored < _STREAM_CHECK_BYTES:
+        return
+    wanted, seen = offset + stored, 0
+    with opener(path, "rb") as stream:
+        while seen < wanted:
+            chunk = stream.read(min(1 << 20, wanted - seen))
+            if not chunk:
+                break
+            seen += len(chunk)
+    if seen < wanted:
+        raise ValueError(
+            f"{path}: the header declares {_gib(stored)} of voxel data, but the file holds only "
+            f"{_gib(max(seen - offset, 0))}. The file is truncated or its header is wrong."
+        )
+
+
+def _out_of_memory(path: Path, shape: tuple[int, ...], dtype: object) -> ValueError:
+    return ValueError(
+        f"{path}: not enough memory to read {' x '.join(map(str, shape))} voxels of {dtype}. "
+        "Crop or downsample the image, or free memory."
     )
 
 
@@ -84,6 +195,12 @@ def _to_grey(data: np.ndarray, path: Path, rgb: str) -> np.ndarray:
 
 def _finish_dtype(data: np.ndarray, labels: bool | None, dtype: np.dtype, path: Path) -> np.ndarray:
     """Apply the label / dtype policy to freshly read data (native byte order)."""
+    if data.dtype.kind not in "biuf":
+        what = "complex" if data.dtype.kind == "c" else "non-scalar"
+        raise ValueError(
+            f"{path}: expected real-valued voxels, got {what} data (dtype {data.dtype}). "
+            "Save the magnitude (or one component) as its own real-valued image first."
+        )
     data = data.astype(data.dtype.newbyteorder("="), copy=False)
     is_integer = np.issubdtype(data.dtype, np.integer) or data.dtype == np.bool_
     if labels is False or (labels is None and not is_integer):
@@ -112,11 +229,19 @@ def _affine_2d(affine_3d: np.ndarray) -> np.ndarray:
     return affine
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _read_nifti(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     try:
         img = nib.load(path, mmap=False)
         shape = img.shape
+        stored_dtype = img.header.get_data_dtype()
+        offset = int(img.header.get_data_offset())
     except _READ_ERRORS as error:
+        raise _unreadable(path, "NIfTI", error) from error
+    stored = _check_size(path, shape, stored_dtype, max_bytes)
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        _check_data_length(path, opener, offset, stored)
+    except (OSError, EOFError, zlib.error) as error:
         raise _unreadable(path, "NIfTI", error) from error
     spatial = list(shape)
     while len(spatial) > 3 and spatial[-1] == 1:
@@ -131,6 +256,8 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         raise ValueError(f"{path}: expected a 2D or 3D image, got a NIfTI of shape {shape}.")
     try:
         data = np.asarray(img.dataobj).reshape(spatial)
+    except MemoryError:
+        raise _out_of_memory(path, shape, stored_dtype) from None
     except _READ_ERRORS as error:
         raise _unreadable(path, "NIfTI", error) from error
     affine = np.asarray(img.affine, dtype=np.float64)
@@ -228,11 +355,15 @@ def _tiff_spacing(tif: tifffile.TiffFile) -> tuple[dict[str, float], str | None]
     return sizes, unit
 
 
-def _read_tiff(path: Path, rgb: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _read_tiff(path: Path, rgb: str, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict]:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            data = series.asarray()
+            _check_size(path, tuple(series.shape), np.dtype(series.dtype), max_bytes)
+            try:
+                data = series.asarray()
+            except MemoryError:
+                raise _out_of_memory(path, tuple(series.shape), series.dtype) from None
             axes = series.axes
             photometric_rgb = tif.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
             sizes, unit = _tiff_spacing(tif)
@@ -290,15 +421,23 @@ def _write_tiff(image: Image, target: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- PNG
-def _read_png(path: Path, rgb: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _read_png(path: Path, rgb: str, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dict]:
     import skimage.io
 
     try:
         with open(path, "rb") as stream:
-            signature = stream.read(8)
-        if signature != _PNG_SIGNATURE:
-            raise ValueError(f"the file does not start with the PNG signature (got {signature!r})")
-        data = np.asarray(skimage.io.imread(path))
+            head = stream.read(26)  # signature, IHDR length and type, width, height, depth
+        if head[:8] != _PNG_SIGNATURE:
+            raise ValueError(f"the file does not start with the PNG signature (got {head[:8]!r})")
+        if len(head) < 26:
+            raise ValueError("the file ends inside the PNG header")
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        depth = np.dtype(np.uint16 if head[24] == 16 else np.uint8)
+        _check_size(path, (height, width, 4), depth, max_bytes)  # at most 4 channels
+        try:
+            data = np.asarray(skimage.io.imread(path))
+        except MemoryError:
+            raise _out_of_memory(path, (height, width), depth) from None
     except _READ_ERRORS as error:
         raise _unreadable(path, "PNG", error) from error
     meta: dict[str, Any] = {"unit": None}
@@ -354,6 +493,7 @@ def read_image(
     rgb: Literal["grey", "refuse"] = "grey",
     dtype: np.dtype | type = np.float32,
     labels: bool | None = None,
+    max_bytes: int | None = None,
 ) -> Image:
     """Read a NIfTI, TIFF or PNG file as an :class:`Image`.
 
@@ -370,6 +510,10 @@ def read_image(
         ``None``: integer data on disk stays integer, other data becomes ``dtype``.
         ``True``: return integers (floating data must hold integral values).
         ``False``: always return ``dtype``.
+    max_bytes : int, optional
+        Refuse images needing more memory than this to read (the data as stored plus a float32
+        copy), checked from the header before anything is allocated. Default:
+        :func:`max_image_bytes`. The memory available is always a limit too.
 
     Returns
     -------
@@ -383,7 +527,9 @@ def read_image(
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        Unknown suffix; corrupt file; 4D/multi-channel data; colour with ``rgb="refuse"``.
+        Unknown suffix; corrupt, truncated or lying file; complex data; an image larger than
+        ``max_bytes`` or than the memory available; 4D/multi-channel data; colour with
+        ``rgb="refuse"``.
 
     Examples
     --------
@@ -402,6 +548,10 @@ def read_image(
             f"dtype: expected a floating dtype (e.g. np.float32), got {float_dtype}. "
             "Use labels=True to read integer label images."
         )
+    if max_bytes is None:
+        max_bytes = max_image_bytes()
+    elif isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise ValueError(f"max_bytes: expected a positive integer (bytes), got {max_bytes!r}.")
     suffix = _suffix(path)
     if not path.exists():
         raise FileNotFoundError(
@@ -411,11 +561,16 @@ def read_image(
         raise ValueError(f"{path}: expected a file, got a folder.")
     kind = _FORMATS[suffix]
     if kind == "nifti":
-        data, affine, meta = _read_nifti(path)
+        level = nib.imageglobals.logger.level
+        nib.imageglobals.logger.setLevel("CRITICAL")  # header fixes: not the user's concern
+        try:
+            data, affine, meta = _read_nifti(path, max_bytes)
+        finally:
+            nib.imageglobals.logger.setLevel(level)
     elif kind == "tiff":
-        data, affine, meta = _read_tiff(path, rgb)
+        data, affine, meta = _read_tiff(path, rgb, max_bytes)
     else:
-        data, affine, meta = _read_png(path, rgb)
+        data, affine, meta = _read_png(path, rgb, max_bytes)
     meta.update(source=str(path), format=kind)
     return Image(_finish_dtype(data, labels, float_dtype, path), affine, meta)
 

@@ -37,6 +37,7 @@ import torch
 
 from deepreg_core import losses, spatial
 from deepreg_core.events import Progress, StopToken
+from deepreg_core.preprocess import normalized_to_voxel_affine, resize_image
 
 MIN_LEVEL_SIZE = 12  # voxels per axis on the coarsest deformable level used
 AFFINE_SAMPLES = 4096  # voxels the global measure of an affine level is computed on
@@ -130,17 +131,6 @@ def _level_shape(shape: Sequence[int], factor: int) -> tuple[int, ...]:
     return tuple(max(2, round(s / factor)) for s in shape)
 
 
-def _downsample(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Anti-aliased resize onto ``shape`` on the same ``align_corners`` geometry as the fields.
-
-    (Area averaging would shift and scale the grid by up to half a coarse voxel, a bias the
-    affine levels then faithfully recover.)
-    """
-    from deepreg_core.models.registration import resize_image
-
-    return resize_image(image, shape)
-
-
 def _similarity(name: str, window: int) -> torch.nn.Module:
     return losses.get_similarity(name, window=window) if name == "lncc" else \
         losses.get_similarity(name)
@@ -148,8 +138,6 @@ def _similarity(name: str, window: int) -> torch.nn.Module:
 
 def affine_matrix(theta: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """Normalised affine ``theta (1, ndim, ndim+1)`` as a voxel matrix of ``shape``."""
-    from deepreg_core.models import normalized_to_voxel_affine
-
     return normalized_to_voxel_affine(theta, shape)
 
 
@@ -237,7 +225,7 @@ def _affine_level(fixed, moving, ndim, level, similarity, stop, report, plateau)
     those points are transformed and sampled in the moving image at every step.
     """
     shape = _level_shape(fixed.shape[2:], level.factor)
-    f, m = _downsample(fixed, shape), _downsample(moving, shape)
+    f, m = resize_image(fixed, shape), resize_image(moving, shape)
     flat, points = _sample_points(shape, fixed.device)  # (N,) and (ndim, N) of the level grid
     f_points = f.flatten(2)[:, :, flat].unsqueeze(-1)  # (1, 1, N, 1)
     eye = torch.eye(ndim, ndim + 1, device=fixed.device)[None]
@@ -279,7 +267,7 @@ def _deformable_level(fixed, moving, ndim, level, similarity, weight, stop, repo
     """Optimise a residual velocity; returns its displacement on the level grid, or None."""
     shape = _level_shape(fixed.shape[2:], level.factor)
     coarse = tuple(max(2, round(s / 2)) for s in shape)
-    f, m = _downsample(fixed, shape), _downsample(moving, shape)
+    f, m = resize_image(fixed, shape), resize_image(moving, shape)
     velocity = torch.zeros((1, ndim) + coarse, device=fixed.device, requires_grad=True)
     sim = _similarity(similarity, DEFORMABLE_WINDOW)
     reg = losses.Diffusion()

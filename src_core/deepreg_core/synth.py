@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from deepreg_core._diff import gaussian_kernel, separable_filter
+from deepreg_core.preprocess import resize_image
 from deepreg_core.spatial import (
     affine_to_displacement,
     compose,
@@ -614,8 +615,7 @@ def _mni_stack(resolution: int = 2) -> torch.Tensor:
 
 def _to_images(stack: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize ``(3, *spatial)`` T1/GM/WM to ``shape``: T1 in [0, 1] and labels 0 bg, 1 GM, 2 WM."""
-    mode = "bilinear" if len(shape) == 2 else "trilinear"
-    t1, gm, wm = F.interpolate(stack[None], size=shape, mode=mode, align_corners=True)[0]
+    t1, gm, wm = resize_image(stack[None], shape)[0]  # anti-aliased, as inference resizes
     t1 = (t1 / torch.quantile(t1.flatten(), 0.995)).clamp(0.0, 1.0)
     background = (1.0 - gm - wm).clamp(0.0, 1.0)
     labels = torch.stack([background, gm, wm]).argmax(dim=0)

@@ -15,11 +15,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from deepreg_core._diff import conv_along_axis, gaussian_kernel
 from deepreg_core._validate import check_image, check_same_spatial
+from deepreg_core.preprocess import (  # noqa: F401  (re-exported by deepreg_core.models)
+    homogeneous,
+    normalized_to_voxel_affine,
+    resize_image,
+    voxel_to_normalized_affine,
+    working_shape,
+)
 from deepreg_core.spatial import (
     affine_to_displacement,
     integrate_velocity,
@@ -89,138 +94,6 @@ def check_pair(
             f"{fixed.device} and {moving.dtype} on {moving.device}."
         )
     return fixed, moving
-
-
-def working_shape(shape: Sequence[int], scale: float) -> tuple[int, ...]:
-    """The grid a network sees at ``scale``: ``round(n * scale)`` per axis, at least 2 voxels.
-
-    Examples
-    --------
-    >>> working_shape((160, 192, 224), 0.5)
-    (80, 96, 112)
-    """
-    if not 0.0 < scale <= 1.0:
-        raise ValueError(f"scale: expected 0 < scale <= 1, got {scale!r}.")
-    return tuple(n if n <= 2 else max(2, round(n * scale)) for n in shape)
-
-
-def _gaussian_blur(x: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
-    """Separable Gaussian blur along each spatial axis with ``sigma > 0`` (replicate edges)."""
-    for axis, sigma in enumerate(sigmas):
-        if sigma > 0:
-            x = conv_along_axis(x, gaussian_kernel(sigma), axis, padding_mode="replicate")
-    return x
-
-
-def resize_image(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Resize ``(B, C, *spatial)`` to ``shape`` over the same extent (``align_corners=True``).
-
-    Down-sampling first blurs with a Gaussian of ``sigma = (factor - 1) / 2`` voxels per axis
-    (scikit-image's anti-aliasing rule), then interpolates linearly. This is the grid
-    :func:`~deepreg_core.spatial.resize_displacement` assumes.
-
-    Examples
-    --------
-    >>> resize_image(torch.rand(1, 1, 64, 64), (32, 32)).shape
-    torch.Size([1, 1, 32, 32])
-    """
-    shape = tuple(int(n) for n in shape)
-    if tuple(image.shape[2:]) == shape:
-        return image
-    factors = [(n_in - 1) / max(n_out - 1, 1) for n_in, n_out in zip(image.shape[2:], shape)]
-    image = _gaussian_blur(image, [(f - 1) / 2 for f in factors])
-    mode = "bilinear" if image.dim() == 4 else "trilinear"
-    return F.interpolate(image, size=shape, mode=mode, align_corners=True)
-
-
-def _coordinate_maps(shape: Sequence[int], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Homogeneous ``S`` (voxel index -> ``align_corners=True`` coordinate) and its inverse."""
-    ndim = len(shape)
-    S = torch.eye(ndim + 1, dtype=like.dtype, device=like.device)
-    S_inv = S.clone()
-    for axis, n in enumerate(shape):
-        half = max(int(n) - 1, 1) / 2.0
-        S[axis, axis], S[axis, ndim] = 1.0 / half, -1.0
-        S_inv[axis, axis] = S_inv[axis, ndim] = half
-    return S, S_inv
-
-
-def _homogeneous(matrix: torch.Tensor, ndim: int, name: str) -> torch.Tensor:
-    if not isinstance(matrix, torch.Tensor) or not matrix.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point torch.Tensor, got {matrix!r:.60}.")
-    if matrix.dim() == 2:
-        matrix = matrix[None]
-    rows_ok = matrix.dim() == 3 and matrix.shape[-2] in (ndim, ndim + 1)
-    if not rows_ok or matrix.shape[-1] != ndim + 1:
-        raise ValueError(
-            f"{name}: expected shape (B, {ndim}, {ndim + 1}) or (B, {ndim + 1}, {ndim + 1}) for "
-            f"{ndim} spatial axes, got {tuple(matrix.shape)}."
-        )
-    if matrix.shape[-2] == ndim:
-        last = torch.zeros(matrix.shape[0], 1, ndim + 1, dtype=matrix.dtype, device=matrix.device)
-        last[..., ndim] = 1.0
-        matrix = torch.cat([matrix, last], dim=1)
-    return matrix
-
-
-def normalized_to_voxel_affine(theta: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Convert an affine in normalised coordinates to the project's voxel convention.
-
-    Normalised coordinates follow ``align_corners=True`` (index ``i`` of ``n`` ->
-    ``2 i / (n - 1) - 1``), so they are centred on the image and independent of its resolution;
-    a network predicting ``theta`` there works at any size. The voxel matrix is
-    ``A = S^-1 theta S``, where ``S`` maps voxel indices to normalised coordinates (an axis of a
-    single voxel uses ``n - 1 = 1``).
-
-    Parameters
-    ----------
-    theta : Tensor ``(B, ndim, ndim + 1)`` or ``(B, ndim + 1, ndim + 1)``
-        Maps fixed normalised coordinates to moving normalised coordinates (array order).
-    shape : sequence of int
-        The spatial shape of the (common) grid.
-
-    Returns
-    -------
-    Tensor ``(B, ndim + 1, ndim + 1)``: maps fixed voxel indices to moving voxel indices.
-
-    Examples
-    --------
-    >>> theta = torch.tensor([[[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]]])  # shift by a quarter extent
-    >>> normalized_to_voxel_affine(theta, (9, 9))[0, 0, 2]
-    tensor(2.)
-    """
-    ndim = len(shape)
-    theta = _homogeneous(theta, ndim, "theta")
-    S, S_inv = _coordinate_maps(shape, theta)
-    eye = torch.eye(ndim + 1, dtype=theta.dtype, device=theta.device)
-    return eye + S_inv @ (theta - eye) @ S  # = S^-1 theta S, exactly eye for theta = eye
-
-
-def voxel_to_normalized_affine(matrix: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Inverse of :func:`normalized_to_voxel_affine`: ``theta = S A S^-1``.
-
-    Parameters
-    ----------
-    matrix : Tensor ``(B, ndim + 1, ndim + 1)`` (or ``(B, ndim, ndim + 1)``)
-        Maps fixed voxel indices to moving voxel indices.
-    shape : sequence of int
-        The spatial shape of the grid.
-
-    Returns
-    -------
-    Tensor ``(B, ndim + 1, ndim + 1)`` in normalised coordinates.
-
-    Examples
-    --------
-    >>> A = torch.eye(3)[None]; A[0, 1, 2] = 2.0
-    >>> voxel_to_normalized_affine(A, (9, 9))[0, 1, 2]
-    tensor(0.5000)
-    """
-    ndim = len(shape)
-    matrix = _homogeneous(matrix, ndim, "matrix")
-    S, S_inv = _coordinate_maps(shape, matrix)
-    eye = torch.eye(ndim + 1, dtype=matrix.dtype, device=matrix.device)
-    return eye + S @ (matrix - eye) @ S_inv
 
 
 # ----------------------------------------------------------------------------- modules
@@ -314,9 +187,9 @@ class AffineNet(nn.Module):
         shape = tuple(fixed.shape[2:])
         work = working_shape(shape, self.working_scale)
         x = resize_image(torch.cat([fixed, moving], dim=1), work)
-        theta = _homogeneous(self.head(self.encoder(x)), self.ndim, "theta")
+        theta = homogeneous(self.head(self.encoder(x)), self.ndim, "theta")
         if self.symmetric:  # sqrt(A_fm A_mf^-1): identity for x == y, inverse when swapped
-            back = _homogeneous(self.head(self.encoder(x.roll(self.in_channels, dims=1))),
+            back = homogeneous(self.head(self.encoder(x.roll(self.in_channels, dims=1))),
                                 self.ndim, "theta")
             theta = matrix_sqrt(theta @ torch.linalg.inv(back))
         affine = normalized_to_voxel_affine(theta, shape)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from deepreg_core.preprocess import network_input, resize_labels
 from deepreg_core.synth import SyntheticPair, mni_pair, synthetic_pair
 from deepreg_core.training.config import DataConfig
 
@@ -191,28 +191,22 @@ def _find_labels(path: Path) -> Path | None:
     return None
 
 
-def _resize(array: np.ndarray, shape: tuple[int, ...], labels: bool, path: Path) -> torch.Tensor:
+def _as_tensor(array: np.ndarray, shape: tuple[int, ...], path: Path) -> torch.Tensor:
     data = np.squeeze(np.asarray(array))
     if data.ndim != len(shape):
         raise ValueError(
             f"{path}: expected a {len(shape)}D image for data.shape {list(shape)}, got data "
             f"shape {np.asarray(array).shape}."
         )
-    x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None, None]
-    if labels:
-        return F.interpolate(x, size=shape, mode="nearest").round().long()
-    mode = "bilinear" if len(shape) == 2 else "trilinear"
-    return F.interpolate(x, size=shape, mode=mode, align_corners=True)
+    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None, None]
 
 
-def _normalise(image: torch.Tensor, path: Path) -> torch.Tensor:
-    """Map the 1st..99th percentiles to [0, 1] and clip."""
+def _image(array: np.ndarray, shape: tuple[int, ...], path: Path) -> torch.Tensor:
+    """The network input of an image file: the same :func:`network_input` inference uses."""
+    image = _as_tensor(array, shape, path)
     if not bool(torch.isfinite(image).all()):
         raise ValueError(f"{path}: expected finite intensities, got NaN or infinite values.")
-    low, high = np.percentile(image.numpy(), [1.0, 99.0])
-    if high <= low:
-        high = low + 1.0
-    return ((image - float(low)) / float(high - low)).clamp(0.0, 1.0)
+    return network_input(image, shape)
 
 
 class FolderPairs(PairDataset):
@@ -239,11 +233,13 @@ class FolderPairs(PairDataset):
                        if _is_image(p) and not _LABEL_TAG.search(_stem(p)) and p.resolve() != atlas)
 
         def load(path: Path) -> Batch:
-            image = _normalise(_resize(read_image(path).data, shape, False, path), path)
+            image = _image(read_image(path).data, shape, path)
             label_path = _find_labels(path)
             labels = None
             if label_path is not None:
-                labels = _resize(read_image(label_path, labels=True).data, shape, True, label_path)
+                labels = resize_labels(
+                    _as_tensor(read_image(label_path, labels=True).data, shape, label_path), shape
+                )
             return Batch(image, image, labels, labels)
 
         self.atlas = load(atlas) if atlas is not None else None
