@@ -222,15 +222,67 @@ class TrainConfig(BaseModel):
         return self
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file larger than this is refused unread (real ones are a few KB)."""
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``), so a small file cannot expand into
+    an exponentially large document ("billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a config", mark
+            )
+        return super().compose_node(parent, index)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file safely: no code, no aliases, at most :data:`MAX_CONFIG_BYTES`.
+
+    Errors say where (line and column), never echo the file's content.
+    """
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ValueError(
+            f"{path}: expected a YAML config of at most {MAX_CONFIG_BYTES} bytes, got {size}."
+        )
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not valid YAML: the file is not UTF-8 text.") from None
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or type(error).__name__
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ValueError(f"{path}: not valid YAML: {problem}{where}.") from None
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """The fields a :class:`ValidationError` names and why, without the offending input."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False)[:5]:
+        where = ".".join(str(part) for part in item["loc"]) or "config"
+        parts.append(f"{where}: {item['msg']}")
+    more = error.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
 def load_config(path: str | os.PathLike[str]) -> TrainConfig:
     """Read and validate a YAML training config.
+
+    The file goes through :func:`read_yaml` (no aliases, bounded size); an empty file is refused
+    (write ``{}`` for every default).
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the YAML is malformed or a field is unknown or out of range (the message names it).
+        If the YAML is malformed, empty, or a field is unknown or out of range (the message names
+        it).
 
     Example
     -------
@@ -239,12 +291,12 @@ def load_config(path: str | os.PathLike[str]) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config file (expected a YAML TrainConfig).")
-    try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from None
+    data = read_yaml(path)
     if data is None:
-        data = {}
+        raise ValueError(
+            f"{path}: the config is empty; expected a mapping of fields (model, loss, data, "
+            "optim, ...). Write {} to use every default."
+        )
     if not isinstance(data, dict):
         raise ValueError(
             f"{path}: expected a mapping of fields (model, loss, data, optim, ...), got "
@@ -253,7 +305,9 @@ def load_config(path: str | os.PathLike[str]) -> TrainConfig:
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as error:
-        raise ValueError(f"{path}: invalid training config: {error}") from None
+        raise ValueError(
+            f"{path}: invalid training config: {describe_validation_error(error)}"
+        ) from None
 
 
 def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> Path:
