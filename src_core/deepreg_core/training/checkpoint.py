@@ -11,8 +11,11 @@ A checkpoint is a folder::
 
 Every file is written to a temporary name and moved into place with ``os.replace``;
 ``checkpoint.json`` is removed first and written last, so a folder with a ``checkpoint.json`` is
-always complete. Loading rebuilds the model from the config (``build_model``) and reads tensors
-with safetensors only; :func:`load_weights` refuses ``.pt`` files that would run code.
+always complete; temporary files left by a killed writer are removed by the next save into the
+same folder (:func:`remove_stale_checkpoint_files` cleans a whole run). Loading reads tensors with
+safetensors only and checks every shape against the config (:func:`check_weights_fit`, on the
+``meta`` device, allocating nothing) *before* building the model; a corrupt, truncated or lying
+file is a ``ValueError`` naming it. :func:`load_weights` refuses ``.pt`` files that would run code.
 
 Example
 -------
@@ -35,11 +38,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 import deepreg_core
-from deepreg_core._files import atomic_target, atomic_write_text
+from deepreg_core._files import atomic_target, atomic_write_text, remove_stale_temporaries
+from deepreg_core.models.config import ModelConfig
 from deepreg_core.training.config import TrainConfig, save_config
 
 FORMAT_VERSION = 1
@@ -169,6 +174,7 @@ def save_checkpoint(
         raise ValueError(f"step: expected an integer >= 0, got {step!r}.")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(directory)
     (directory / DESCRIPTION).unlink(missing_ok=True)  # invalid until fully written again
 
     network = getattr(model, "module", model)
@@ -199,15 +205,103 @@ def save_checkpoint(
 # ----------------------------------------------------------------------------- reading
 
 
-def _join_optimizer(tensors: Mapping[str, torch.Tensor], saved: Mapping[str, Any]) -> dict:
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer/"):
-            _, param, name = key.split("/", 2)
-            state.setdefault(int(param), {})[name] = value
-    for param, values in saved.get("scalars", {}).items():
-        state.setdefault(int(param), {}).update(values)
-    return {"state": state, "param_groups": saved["param_groups"]}
+def _join_optimizer(tensors: Mapping[str, torch.Tensor], saved: Mapping[str, Any],
+                    directory: Path) -> dict:
+    try:
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer/"):
+                _, param, name = key.split("/", 2)
+                state.setdefault(int(param), {})[name] = value
+        for param, values in saved.get("scalars", {}).items():
+            state.setdefault(int(param), {}).update(values)
+        return {"state": state, "param_groups": list(saved["param_groups"])}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"{directory}: the optimiser state ({OPTIMIZER} and {DESCRIPTION}) is malformed; "
+            "use an earlier checkpoint."
+        ) from None
+
+
+_SAFETENSORS_ERRORS = (SafetensorError, OSError, ValueError, RuntimeError, MemoryError)
+
+
+def _bad_tensor_file(path: Path, error: BaseException) -> ValueError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ValueError(
+        f"{path}: not a readable safetensors file ({reason[:200]}). It may be truncated, "
+        "corrupt or another format under this name; restore it or retrain."
+    )
+
+
+def read_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file, on the CPU (no code runs); ValueError if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file.")
+    try:
+        return load_file(str(path), device="cpu")
+    except _SAFETENSORS_ERRORS as error:
+        raise _bad_tensor_file(path, error) from None
+
+
+def tensor_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in a safetensors file, read from its header only."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file.")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
+    except _SAFETENSORS_ERRORS as error:
+        raise _bad_tensor_file(path, error) from None
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The state-dict shapes of the network ``config`` describes (built on ``meta``: no memory)."""
+    from deepreg_core.models import build_model
+
+    with torch.device("meta"):
+        network = build_model(config)
+    return {key: tuple(value.shape) for key, value in network.state_dict().items()}
+
+
+def check_weights_fit(config: ModelConfig, shapes: Mapping[str, tuple[int, ...]],
+                      source: object) -> None:
+    """Raise a ValueError naming ``source`` unless ``shapes`` are exactly those of ``config``."""
+    expected = expected_shapes(config)
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = [f"{k} {tuple(shapes[k])} (expected {expected[k]})"
+             for k in sorted(set(expected) & set(shapes)) if tuple(shapes[k]) != expected[k]]
+    if missing or unexpected or wrong:
+        details = "; ".join(part for part in (
+            f"missing {missing[:3]}" if missing else "",
+            f"unexpected {unexpected[:3]}" if unexpected else "",
+            f"wrong shapes {wrong[:2]}" if wrong else "",
+        ) if part)
+        raise ValueError(
+            f"{source}: the weights do not fit the config ({details}). Check that the config "
+            "matches the weights."
+        )
+
+
+def _check_optimizer_fits(state: Mapping[str, Any], model: nn.Module, directory: Path) -> None:
+    """Every per-parameter optimiser tensor must have its parameter's shape (scalars aside)."""
+    params = list(model.parameters())
+    for index, values in state["state"].items():
+        if not 0 <= index < len(params):
+            raise ValueError(
+                f"{directory}: the optimiser state names parameter {index}, but the model has "
+                f"{len(params)}; {OPTIMIZER} does not belong to these weights."
+            )
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != params[index].shape:
+                raise ValueError(
+                    f"{directory}: optimiser tensor {index}/{name} has shape "
+                    f"{tuple(value.shape)}, its parameter {tuple(params[index].shape)}; "
+                    f"{OPTIMIZER} does not belong to these weights."
+                )
 
 
 def load_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
@@ -231,30 +325,57 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
             f"{directory}: incomplete checkpoint (no {DESCRIPTION}; it was probably interrupted "
             "while saving). Use an earlier checkpoint."
         )
-    description = json.loads((directory / DESCRIPTION).read_text(encoding="utf-8"))
-    version = description.get("format_version")
+    try:
+        description = json.loads((directory / DESCRIPTION).read_text(encoding="utf-8"))
+        version = description.get("format_version")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        raise ValueError(f"{directory}: {DESCRIPTION} is not a JSON description.") from None
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(
             f"{directory}: checkpoint format_version {version!r} is not supported (this is "
             f"deepreg_core {deepreg_core.__version__}, format {FORMAT_VERSION}). "
             "Upgrade deepreg-core."
         )
-    config = TrainConfig.model_validate(description["config"])
+    try:
+        config = TrainConfig.model_validate(description["config"])
+        step = int(description["step"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"{directory}: {DESCRIPTION} lacks a valid config or step; use an earlier checkpoint."
+        ) from None
+    check_weights_fit(config.model, tensor_shapes(directory / WEIGHTS), directory / WEIGHTS)
+    weights = read_tensors(directory / WEIGHTS)
     model = build_model(config.model)
-    weights = load_file(str(directory / WEIGHTS), device="cpu")
     load_state(model, weights, directory / WEIGHTS)
     model.eval()
-    tensors = load_file(str(directory / OPTIMIZER), device="cpu")
+    tensors = read_tensors(directory / OPTIMIZER)
+    saved = description.get("optimizer")
+    optimizer_state = None if saved is None else _join_optimizer(tensors, saved, directory)
+    if optimizer_state is not None:
+        _check_optimizer_fits(optimizer_state, model, directory)
     rng = dict(description.get("rng", {}))
     if "rng/torch_cpu" in tensors:
         rng["torch_cpu"] = tensors["rng/torch_cpu"]
-    saved = description.get("optimizer")
     return Checkpoint(
-        path=directory, config=config, step=int(description["step"]), model=model,
-        optimizer_state=None if saved is None else _join_optimizer(tensors, saved),
+        path=directory, config=config, step=step, model=model,
+        optimizer_state=optimizer_state,
         rng=rng, history=description.get("history", {}), extra=description.get("extra", {}),
         package_version=str(description.get("package_version", "")),
     )
+
+
+def remove_stale_checkpoint_files(output_dir: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporary files that killed writers left in ``output_dir/checkpoints/*/``.
+
+    Only files of writers that are no longer running go (see
+    :func:`deepreg_core._files.remove_stale_temporaries`); returns what was removed.
+    """
+    root = Path(output_dir) / "checkpoints"
+    removed: list[Path] = []
+    if root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            removed += remove_stale_temporaries(folder)
+    return removed
 
 
 def load_state(model: nn.Module, weights: Mapping[str, torch.Tensor], source: object) -> None:
@@ -305,7 +426,7 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{path}: no such weights file.")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        return load_file(str(path), device="cpu")
+        return read_tensors(path)
     if suffix not in (".pt", ".pth", ".bin"):
         raise ValueError(
             f"{path}: expected a .safetensors, .pt, .pth or .bin weights file, got {suffix!r}."

@@ -53,6 +53,7 @@ from deepreg_core.training.checkpoint import (
     load_checkpoint,
     load_state,
     load_weights,
+    remove_stale_checkpoint_files,
     restore_rng,
     save_checkpoint,
 )
@@ -244,6 +245,8 @@ def _run(
     resume: str | os.PathLike[str] | None, dataset: PairDataset | None,
 ) -> Iterator[Event]:
     device = context.device
+    if context.is_main:
+        remove_stale_checkpoint_files(cfg.output_dir)  # what a killed earlier run left
     seed_everything(cfg.seed)
     model = build_model(cfg.model)
     if cfg.init_from is not None:

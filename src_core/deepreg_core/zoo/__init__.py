@@ -7,6 +7,11 @@ the architecture, the working grid it was trained on and its loss), ``weights.sa
 in the user model folder, ``$DEEPREG_HOME/models`` (default ``~/.deepreg/models``), and are listed
 next to them. Loading never executes code: weights are safetensors.
 
+A folder is validated as a whole before any network is built (:func:`check_model_folder`): its
+config must load (through the alias-free YAML reader), and every weight's shape, read from the
+safetensors header, must be the one the config implies. A broken user model is listed as broken
+(:func:`broken_models`) and never hides or breaks the others.
+
 Examples
 --------
 >>> from deepreg_core import zoo
@@ -51,6 +56,14 @@ class ZooEntry:
 
         return load_config(self.path / "config.yaml")
 
+    def problem(self) -> str | None:
+        """Why this folder cannot be loaded (one line), or None when it is a valid model."""
+        try:
+            check_model_folder(self.path)
+        except (ValueError, TypeError, FileNotFoundError, OSError) as error:
+            return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        return None
+
 
 def _is_model_dir(path: Path) -> bool:
     return path.is_dir() and all((path / f).is_file() for f in REQUIRED_FILES)
@@ -68,12 +81,49 @@ def entries() -> dict[str, ZooEntry]:
     return found
 
 
+def check_model_folder(path: str | os.PathLike):
+    """Validate a model folder as a whole and return its config (builds no network).
+
+    Raises
+    ------
+    FileNotFoundError
+        A required file is missing.
+    ValueError
+        The config is empty or invalid, the weights file is not readable safetensors, or a
+        weight's name or shape is not the one the config implies.
+    """
+    from deepreg_core.training.checkpoint import check_weights_fit, tensor_shapes
+
+    path = Path(path)
+    for required in REQUIRED_FILES:
+        if not (path / required).is_file():
+            raise FileNotFoundError(f"{path}: the model folder has no {required}.")
+    from deepreg_core.training.config import load_config
+
+    cfg = load_config(path / "config.yaml")
+    weights = path / "weights.safetensors"
+    check_weights_fit(cfg.model, tensor_shapes(weights), weights)
+    return cfg
+
+
+def broken_models() -> dict[str, str]:
+    """The models that cannot be loaded, by name, each with the reason (one line)."""
+    found = {name: entry.problem() for name, entry in entries().items()}
+    return {name: problem for name, problem in found.items() if problem is not None}
+
+
 def list_models(ndim: int | None = None) -> list[str]:
-    """Names of the available models, optionally only those for ``ndim``-D images."""
-    names = list(entries())
-    if ndim is None:
-        return names
-    return [n for n in names if get(n).config().model.ndim == ndim]
+    """Names of the loadable models, optionally only those for ``ndim``-D images.
+
+    Broken folders are left out (see :func:`broken_models`).
+    """
+    names = []
+    for name, entry in entries().items():
+        if entry.problem() is not None:
+            continue
+        if ndim is None or entry.config().model.ndim == ndim:
+            names.append(name)
+    return names
 
 
 def get(name_or_path: str | os.PathLike) -> ZooEntry:
@@ -102,20 +152,15 @@ def load_model(name_or_path: str | os.PathLike, device: str | None = None):
     ``model.zoo_name`` to its name.
     """
     import torch
-    from safetensors.torch import load_file
 
     from deepreg_core.models import build_model
+    from deepreg_core.training.checkpoint import load_state, read_tensors
 
     entry = get(name_or_path)
-    cfg = entry.config()
+    cfg = check_model_folder(entry.path)
+    state = read_tensors(entry.path / "weights.safetensors")
     model = build_model(cfg.model)
-    state = load_file(str(entry.path / "weights.safetensors"), device="cpu")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"model {entry.name!r}: weights do not match its config (missing {list(missing)[:5]}, "
-            f"unexpected {list(unexpected)[:5]}). The folder {entry.path} is inconsistent."
-        )
+    load_state(model, state, entry.path / "weights.safetensors")
     model.eval()
     model.train_config = cfg
     model.zoo_name = entry.name
