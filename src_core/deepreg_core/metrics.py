@@ -80,17 +80,25 @@ def dice_per_label(
             f"a and b: expected label maps of the same shape, got {tuple(a.shape)} and "
             f"{tuple(b.shape)}. Resample one onto the other's grid with nearest interpolation."
         )
+    # One pass for all labels: map the values to compact indices, then count per label in a,
+    # in b, and where a and b agree (bincount), instead of two passes over the volume per label.
+    flat_a, flat_b = a.reshape(-1).long(), b.reshape(-1).long()
+    values, inverse = torch.unique(torch.cat([flat_a, flat_b]), return_inverse=True)
+    index_a, index_b = inverse[: flat_a.numel()], inverse[flat_a.numel():]
+    n = values.numel()
+    count_a = torch.bincount(index_a, minlength=n)
+    count_b = torch.bincount(index_b, minlength=n)
+    overlap = torch.bincount(index_a[index_a == index_b], minlength=n)
+    totals = {int(v): (int(t), int(o)) for v, t, o in
+              zip(values.tolist(), (count_a + count_b).tolist(), overlap.tolist())}
     if labels is None:
-        present = torch.unique(torch.cat([a.flatten(), b.flatten()]))
-        wanted = [int(v) for v in present if int(v) != 0]
+        wanted = [v for v in totals if v != 0]
     else:
         wanted = sorted({int(v) for v in labels})
     scores: dict[int, float] = {}
     for label in wanted:
-        in_a, in_b = a == label, b == label
-        total = int(in_a.sum()) + int(in_b.sum())
-        overlap = int((in_a & in_b).sum())
-        scores[label] = 2.0 * overlap / total if total > 0 else math.nan
+        total, common = totals.get(label, (0, 0))
+        scores[label] = 2.0 * common / total if total > 0 else math.nan
     return scores
 
 
