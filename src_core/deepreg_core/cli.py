@@ -1,7 +1,10 @@
 """The ``deepreg-core`` command: register, train, evaluate, models.
 
 Heavy imports (torch) happen inside the commands. Bad input ends with one line on stderr,
-``deepreg-core: error: ...``, and exit status 2; never a traceback.
+``deepreg-core: error: ...``, and exit status 2; never a traceback. ``register`` validates every
+input before it creates anything, locks its output folder for the run and publishes the result
+set whole (:mod:`deepreg_core._outputs`). ``train`` turns Ctrl-C and SIGTERM into a stop with a
+checkpoint.
 
 Examples
 --------
@@ -19,7 +22,23 @@ import sys
 from pathlib import Path
 
 EXPECTED_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError, NotADirectoryError,
-                   PermissionError, KeyError)
+                   PermissionError, KeyError, MemoryError)
+MAX_REFINE_STEPS = 100_000  # = deepreg_core.inference.MAX_REFINE_STEPS (not imported: torch)
+
+
+def _bounded(kind: type, low: float, high: float):
+    """An argparse type: ``kind`` within ``[low, high]``, refused with both bounds otherwise."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected a value in [{low:g}, {high:g}], got {text}")
+        return value
+
+    return parse
 
 
 def _write_json(data: dict, path: Path) -> None:
@@ -36,79 +55,105 @@ def _progress(events, desc: str):
 
     bar = None
     last = None
-    for event in events:
-        last = event
-        if isinstance(event, Started):
-            bar = tqdm(total=event.total_steps, desc=desc, unit="step", file=sys.stderr)
-        elif isinstance(event, Progress) and bar is not None:
-            bar.n = event.step
-            bar.set_postfix_str(event.message, refresh=False)
-            bar.refresh()
-        elif isinstance(event, Metrics) and bar is not None:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in list(event.values.items())[:3]})
-    if bar is not None:
-        bar.close()
+    try:
+        for event in events:
+            last = event
+            if isinstance(event, Started):
+                bar = tqdm(total=event.total_steps, desc=desc, unit="step", file=sys.stderr)
+            elif isinstance(event, Progress) and bar is not None:
+                bar.n = event.step
+                bar.set_postfix_str(event.message, refresh=False)
+                bar.refresh()
+            elif isinstance(event, Metrics) and bar is not None:
+                bar.set_postfix({k: f"{v:.4g}" for k, v in list(event.values.items())[:3]})
+    finally:  # an error must start on its own line, not on the bar's
+        if bar is not None:
+            bar.close()
     return last
 
 
-def cmd_register(args: argparse.Namespace) -> int:
+def _read_points(path: str, flag: str):
     import numpy as np
 
+    try:
+        points = np.loadtxt(path, delimiter=",", ndmin=2)
+    except OSError:
+        raise FileNotFoundError(f"{flag}: no such file {path}.") from None
+    except ValueError as error:
+        raise ValueError(f"{flag}: {path} is not a CSV of numbers ({error}).") from None
+    return points
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from deepreg_core._outputs import check_output_folder, output_lock, recover, staged_folder
     from deepreg_core.events import Finished
     from deepreg_core.inference import register_iter
-    from deepreg_core.interop import save_displacement_nifti
-    from deepreg_core.io import read_image, write_image
+    from deepreg_core.io import read_image
 
-    fixed, moving = read_image(args.fixed), read_image(args.moving)
-    labels = {}
-    for key in ("fixed_labels", "moving_labels"):
-        path = getattr(args, key)
-        labels[key] = read_image(path, labels=True) if path else None
-    points = {}
-    for key in ("fixed_points", "moving_points"):
-        path = getattr(args, key)
-        points[key] = np.loadtxt(path, delimiter=",", ndmin=2) if path else None
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"-o: expected a folder, got the existing file {out}.")
-    existing = [p.name for p in out.glob("*.nii.gz")] if out.is_dir() else []
-    if existing and not args.overwrite:
+    if args.fixed_labels and not args.moving_labels:
         raise ValueError(
-            f"-o: the folder {out} already holds results ({', '.join(sorted(existing)[:3])}...). "
-            "Choose a new folder or pass --overwrite."
+            "--fixed-labels needs --moving-labels: Dice compares the warped moving labels with "
+            "the fixed ones (pass --moving-labels alone to only warp labels)."
         )
-    out.mkdir(parents=True, exist_ok=True)
-    last = _progress(
-        register_iter(fixed, moving, model=args.model, preset=args.preset,
-                      refine_steps=args.refine_steps, time_budget=args.time_budget,
-                      qa=not args.no_qa, refine_affine=not args.no_refine_affine,
-                      regularization=args.regularization, device=args.device, seed=args.seed,
-                      **labels, **points),
-        desc="register",
-    )
-    if not isinstance(last, Finished):
-        raise ValueError("registration stopped before it finished")
-    result = last.result
-    write_image(result.warped, out / "warped.nii.gz", reference=fixed)
-    save_displacement_nifti(result.displacement, fixed, out / "displacement.nii.gz")
-    if result.jacobian is not None:
-        write_image(fixed.with_data(result.jacobian), out / "jacobian.nii.gz", reference=fixed)
-    if result.saliency is not None:
-        write_image(fixed.with_data(result.saliency), out / "saliency.nii.gz", reference=fixed)
-    if result.warped_labels is not None:
-        write_image(result.warped_labels, out / "warped_labels.nii.gz", reference=fixed)
-    if result.affine is not None:
-        np.savetxt(out / "affine_voxel.txt", result.affine)
-    summary = {"model": result.model_name, "preset": result.preset, "device": result.device,
-               "seed": result.seed, "fixed": str(args.fixed), "moving": str(args.moving),
-               **result.metrics, "warnings": list(result.warnings), "notes": list(result.notes)}
-    _write_json(summary, out / "metrics.json")
+    if args.fixed_points and not args.moving_points:
+        raise ValueError("--fixed-points needs --moving-points (the landmark error needs both).")
+    out = check_output_folder(args.output, args.overwrite)
+    # Every input is read and checked before the output folder is touched.
+    fixed, moving = read_image(args.fixed), read_image(args.moving)
+    labels = {key: read_image(getattr(args, key), labels=True) if getattr(args, key) else None
+              for key in ("fixed_labels", "moving_labels")}
+    points = {key: _read_points(getattr(args, key), "--" + key.replace("_", "-"))
+              if getattr(args, key) else None for key in ("fixed_points", "moving_points")}
+    events = register_iter(fixed, moving, model=args.model, preset=args.preset,
+                           refine_steps=args.refine_steps, time_budget=args.time_budget,
+                           qa=not args.no_qa, refine_affine=not args.no_refine_affine,
+                           regularization=args.regularization, device=args.device,
+                           seed=args.seed, **labels, **points)
+    first = next(events)  # the generator's checks (labels, points, options) run here
+    with output_lock(out):
+        recover(out)
+        check_output_folder(out, args.overwrite)  # again: another run may have finished
+        last = _progress(_chain(first, events), desc="register")
+        if not isinstance(last, Finished):
+            raise ValueError("registration stopped before it finished")  # noqa: TRY004
+        result = last.result
+        with staged_folder(out) as staging:
+            summary = _write_results(result, fixed, args, staging)
     for note in result.notes:
         print(f"deepreg-core: note: {note}", file=sys.stderr)
     for warning in result.warnings:
         print(f"deepreg-core: warning: {warning}", file=sys.stderr)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}))
     return 0
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _write_results(result, fixed, args: argparse.Namespace, folder: Path) -> dict:
+    """Write a registration's result set into ``folder``; return the metrics summary."""
+    import numpy as np
+
+    from deepreg_core.interop import save_displacement_nifti
+    from deepreg_core.io import write_image
+
+    write_image(result.warped, folder / "warped.nii.gz", reference=fixed)
+    save_displacement_nifti(result.displacement, fixed, folder / "displacement.nii.gz")
+    if result.jacobian is not None:
+        write_image(fixed.with_data(result.jacobian), folder / "jacobian.nii.gz", reference=fixed)
+    if result.saliency is not None:
+        write_image(fixed.with_data(result.saliency), folder / "saliency.nii.gz", reference=fixed)
+    if result.warped_labels is not None:
+        write_image(result.warped_labels, folder / "warped_labels.nii.gz", reference=fixed)
+    if result.affine is not None:
+        np.savetxt(folder / "affine_voxel.txt", result.affine)
+    summary = {"model": result.model_name, "preset": result.preset, "device": result.device,
+               "seed": result.seed, "fixed": str(args.fixed), "moving": str(args.moving),
+               **result.metrics, "warnings": list(result.warnings), "notes": list(result.notes)}
+    _write_json(summary, folder / "metrics.json")
+    return summary
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -142,8 +187,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(zoo.model_card(args.name))
         return 0
     for name, entry in zoo.entries().items():
-        cfg = entry.config()
         where = "shipped" if entry.shipped else str(entry.path)
+        problem = entry.problem()
+        if problem is not None:  # listed, not fatal: the other models stay usable
+            print(f"{name:24s} {'BROKEN':13s} --  {where}: {problem}")
+            continue
+        cfg = entry.config()
         print(f"{name:24s} {cfg.model.kind:13s} {cfg.model.ndim}D  {where}")
     return 0
 
@@ -160,8 +209,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command's one-line error format (exit status 2, no usage dump)."""
+
+    def error(self, message: str):
+        print(f"deepreg-core: error: {message.splitlines()[0] if message else 'bad usage'}",
+              file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepreg-core", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="deepreg-core", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     reg = sub.add_parser("register", help="register MOVING to FIXED and write the results")
@@ -173,23 +231,25 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto (default): networks, then refinement that stops when it stops "
                           "paying, with a fallback when the network makes the pair worse; "
                           "fast: networks only; accurate: a larger refinement budget")
-    reg.add_argument("--refine-steps", type=int, default=None,
+    reg.add_argument("--refine-steps", type=_bounded(int, 0, MAX_REFINE_STEPS), default=None,
                      help="fixed instance-optimisation budget instead of the preset's "
-                          "(0 = network only)")
+                          f"(0 = network only; at most {MAX_REFINE_STEPS})")
     reg.add_argument("--time-budget", type=float, default=None,
                      help="seconds after which refinement stops where it is")
     reg.add_argument("--no-qa", action="store_true",
                      help="skip the quality maps (jacobian.nii.gz, saliency.nii.gz, folding)")
     reg.add_argument("--no-refine-affine", action="store_true",
                      help="refine without the affine levels (pairs already affinely aligned)")
-    reg.add_argument("--regularization", type=float, default=None)
+    reg.add_argument("--regularization", type=_bounded(float, 0.0, 1e6), default=None,
+                     help="refinement smoothness weight (>= 0; default: the preset's)")
     reg.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     reg.add_argument("--seed", type=int, default=0)
     reg.add_argument("--fixed-labels")
     reg.add_argument("--moving-labels")
     reg.add_argument("--fixed-points", help="CSV of voxel indices, one landmark a row")
     reg.add_argument("--moving-points", help="CSV of voxel indices, one landmark a row")
-    reg.add_argument("--overwrite", action="store_true", help="replace results in -o")
+    reg.add_argument("--overwrite", action="store_true",
+                     help="replace the results of an earlier run in -o (the whole set)")
     reg.set_defaults(func=cmd_register)
 
     tr = sub.add_parser("train", help="train a model from a YAML config (also under torchrun)")
@@ -205,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cases", type=int, default=5)
     ev.add_argument("--seed", type=int, default=1000)
     ev.add_argument("--preset", default="auto", choices=["auto", "fast", "accurate"])
-    ev.add_argument("--refine-steps", type=int, default=None,
+    ev.add_argument("--refine-steps", type=_bounded(int, 0, MAX_REFINE_STEPS), default=None,
                     help="a fixed refinement budget instead of the preset's (0: network only)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--output", help="write the full report as JSON")
@@ -218,7 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a usage error (2, already reported)
+        return exit_.code if isinstance(exit_.code, int) else 2
     try:
         return args.func(args)
     except EXPECTED_ERRORS as exc:

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from deepreg_core.device import resolve_device
 from deepreg_core.events import Event, Finished, Progress, Started, Stopped, StopToken
 from deepreg_core.image import Image
-from deepreg_core.preprocess import normalize_intensity, resize_image
 
 SALIENCY_MAX_VOXELS = 1_000_000  # grid the joint-saliency map is computed on (then upsampled)
 GUARD_TOLERANCE = 0.01  # relative drop of mutual information that counts as "worse than input"
@@ -124,7 +124,79 @@ class RegistrationResult:
 
 
 # --------------------------------------------------------------------------------------------
-# input checks and models
+# preprocessing
+
+
+PERCENTILE_MAX_VOXELS = 1 << 20
+
+
+def normalize_intensity(data: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """Map the ``low``..``high`` percentiles of ``data`` to 0..1 and clip (float32).
+
+    Above ``PERCENTILE_MAX_VOXELS`` voxels the percentiles are read from a regular subsample
+    (every ``k``-th voxel in memory order; deterministic), which moves them by far less than
+    the intensity noise of an image that size.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    flat = data.reshape(-1)
+    stride = max(1, flat.size // PERCENTILE_MAX_VOXELS)
+    lo, hi = np.percentile(flat[::stride], [low, high])
+    if hi <= lo:
+        lo, hi = float(data.min()), float(data.max())
+    if hi <= lo:
+        return np.zeros_like(data)
+    span = float(hi) - float(lo)
+    if not 1.0 / span < 1e30:  # a range so small (values ~1e-38) that float32 would overflow
+        out = ((data.astype(np.float64) - float(lo)) / span).astype(np.float32)
+        return np.clip(out, 0.0, 1.0, out=out)
+    out = (data - np.float32(lo)) * np.float32(1.0 / span)  # stays float32
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+MAX_REFINE_STEPS = 100_000
+"""The largest refinement budget accepted (each step is a full-resolution pass)."""
+MAX_REGULARIZATION = 1e6
+"""The largest refinement regularisation weight accepted (as ``LossConfig``'s)."""
+
+
+def _check_extras(fixed: Image, moving: Image, fixed_labels, moving_labels, fixed_points,
+                  moving_points) -> None:
+    """Check labels and points before any work: shapes, and that each reference has its pair."""
+    for name, labels, image in (("fixed_labels", fixed_labels, fixed),
+                                ("moving_labels", moving_labels, moving)):
+        if labels is None:
+            continue
+        if not isinstance(labels, Image):
+            raise TypeError(f"{name}: expected an Image or None, got {type(labels).__name__}.")
+        if labels.shape != image.shape:
+            raise ValueError(
+                f"{name}: expected the {name.split('_')[0]} image's shape {image.shape}, got "
+                f"{labels.shape}."
+            )
+    if fixed_labels is not None and moving_labels is None:
+        raise ValueError(
+            "fixed_labels: given without moving_labels; Dice compares the warped moving labels "
+            "with the fixed labels, so pass both (or moving_labels alone to warp them)."
+        )
+    if fixed_points is not None and moving_points is None:
+        raise ValueError(
+            "fixed_points: given without moving_points; the landmark error needs both (or "
+            "moving_points alone to map them)."
+        )
+    if moving_points is not None:
+        pts = np.asarray(moving_points)
+        if pts.ndim != 2 or pts.shape[1] != fixed.ndim:
+            raise ValueError(
+                f"moving_points: expected an array (N, {fixed.ndim}) of voxel indices, got "
+                f"{pts.shape}."
+            )
+        if fixed_points is not None and np.shape(fixed_points) != pts.shape:
+            raise ValueError(
+                f"fixed_points: expected the same shape as moving_points {pts.shape}, got "
+                f"{np.shape(fixed_points)}."
+            )
+        if not np.all(np.isfinite(pts.astype(np.float64))):
+            raise ValueError("moving_points: expected finite voxel indices.")
 
 
 def _check_pair(fixed: Image, moving: Image) -> None:
@@ -147,6 +219,13 @@ def _check_pair(fixed: Image, moving: Image) -> None:
             f"{fixed.shape} and a {moving.ndim}D moving image {moving.shape}. Pick two 2D or two "
             "3D images (take a slice of the volume for a 2D pair)."
         )
+
+
+def _resize(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    if tuple(x.shape[2:]) == tuple(shape):
+        return x
+    mode = "bilinear" if x.dim() == 4 else "trilinear"
+    return F.interpolate(x, size=tuple(shape), mode=mode, align_corners=True)
 
 
 def _resolve_models(model, ndim: int) -> list[torch.nn.Module]:
@@ -274,6 +353,12 @@ def register_iter(
     t0 = time.perf_counter()
     stop = stop or StopToken()
     _check_pair(fixed, moving)
+    _check_extras(fixed, moving, fixed_labels, moving_labels, fixed_points, moving_points)
+    if regularization is not None and not 0 <= float(regularization) <= MAX_REGULARIZATION:
+        raise ValueError(
+            f"regularization: expected a weight in [0, {MAX_REGULARIZATION:g}] (0: none; larger: "
+            f"smoother), got {regularization}. A negative weight rewards folding."
+        )
     if preset not in PRESETS:
         raise ValueError(f"preset: expected one of {', '.join(PRESETS)}, got {preset!r}.")
     chosen = PRESETS[preset]
@@ -282,8 +367,11 @@ def register_iter(
     else:
         steps, tol = int(refine_steps), None
     tol = tolerance if tolerance is not None else tol
-    if steps < 0:
-        raise ValueError(f"refine_steps: expected an integer >= 0, got {refine_steps}.")
+    if not 0 <= steps <= MAX_REFINE_STEPS:
+        raise ValueError(
+            f"refine_steps: expected an integer in [0, {MAX_REFINE_STEPS}], got {refine_steps}. "
+            "Use time_budget to bound a long refinement by seconds."
+        )
     if time_budget is not None and not time_budget > 0:
         raise ValueError(f"time_budget: expected seconds > 0, got {time_budget}.")
     deadline = None if time_budget is None else t0 + float(time_budget)
@@ -332,7 +420,7 @@ def register_iter(
         work = _working_shape(net, fixed.shape)
         with torch.no_grad():
             moved = spatial.warp(m, u, padding="zeros") if bool(u.any()) else m
-            out = net(resize_image(f, work), resize_image(moved, work))
+            out = net(_resize(f, work), _resize(moved, work))
             u_stage = spatial.resize_displacement(out.displacement, fixed.shape)
         if getattr(out, "affine", None) is not None:
             affine = _rescale_affine(out.affine[0].detach().cpu().double().numpy(), work, fixed.shape)
@@ -524,6 +612,7 @@ def _saliency(fixed: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
     The structure tensors cost about 1.5 s per million voxels on 2 CPU cores; a heat map needs
     no more than a million voxels (its scales are then relative to that grid).
     """
+    from deepreg_core.models.registration import resize_image
     from deepreg_core.saliency import joint_saliency
 
     shape = tuple(fixed.shape[2:])
@@ -532,7 +621,7 @@ def _saliency(fixed: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
         return joint_saliency(fixed, warped)
     small = tuple(max(8, round(n * factor)) for n in shape)
     sal = joint_saliency(resize_image(fixed, small), resize_image(warped, small))
-    return resize_image(sal, shape).clamp(0.0, 1.0)
+    return _resize(sal, shape).clamp(0.0, 1.0)
 
 
 def _labels(moving_labels, fixed, fixed_labels, u, dev):
