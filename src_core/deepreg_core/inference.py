@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from deepreg_core.device import resolve_device
 from deepreg_core.events import Event, Finished, Progress, Started, Stopped, StopToken
 from deepreg_core.image import Image
+from deepreg_core.preprocess import normalize_intensity, resize_image
 
 SALIENCY_MAX_VOXELS = 1_000_000  # grid the joint-saliency map is computed on (then upsampled)
 GUARD_TOLERANCE = 0.01  # relative drop of mutual information that counts as "worse than input"
@@ -124,33 +124,7 @@ class RegistrationResult:
 
 
 # --------------------------------------------------------------------------------------------
-# preprocessing
-
-
-PERCENTILE_MAX_VOXELS = 1 << 20
-
-
-def normalize_intensity(data: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
-    """Map the ``low``..``high`` percentiles of ``data`` to 0..1 and clip (float32).
-
-    Above ``PERCENTILE_MAX_VOXELS`` voxels the percentiles are read from a regular subsample
-    (every ``k``-th voxel in memory order; deterministic), which moves them by far less than
-    the intensity noise of an image that size.
-    """
-    data = np.asarray(data, dtype=np.float32)
-    flat = data.reshape(-1)
-    stride = max(1, flat.size // PERCENTILE_MAX_VOXELS)
-    lo, hi = np.percentile(flat[::stride], [low, high])
-    if hi <= lo:
-        lo, hi = float(data.min()), float(data.max())
-    if hi <= lo:
-        return np.zeros_like(data)
-    span = float(hi) - float(lo)
-    if not 1.0 / span < 1e30:  # a range so small (values ~1e-38) that float32 would overflow
-        out = ((data.astype(np.float64) - float(lo)) / span).astype(np.float32)
-        return np.clip(out, 0.0, 1.0, out=out)
-    out = (data - np.float32(lo)) * np.float32(1.0 / span)  # stays float32
-    return np.clip(out, 0.0, 1.0, out=out)
+# input checks and models
 
 
 MAX_REFINE_STEPS = 100_000
@@ -219,13 +193,6 @@ def _check_pair(fixed: Image, moving: Image) -> None:
             f"{fixed.shape} and a {moving.ndim}D moving image {moving.shape}. Pick two 2D or two "
             "3D images (take a slice of the volume for a 2D pair)."
         )
-
-
-def _resize(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    if tuple(x.shape[2:]) == tuple(shape):
-        return x
-    mode = "bilinear" if x.dim() == 4 else "trilinear"
-    return F.interpolate(x, size=tuple(shape), mode=mode, align_corners=True)
 
 
 def _resolve_models(model, ndim: int) -> list[torch.nn.Module]:
@@ -420,7 +387,7 @@ def register_iter(
         work = _working_shape(net, fixed.shape)
         with torch.no_grad():
             moved = spatial.warp(m, u, padding="zeros") if bool(u.any()) else m
-            out = net(_resize(f, work), _resize(moved, work))
+            out = net(resize_image(f, work), resize_image(moved, work))
             u_stage = spatial.resize_displacement(out.displacement, fixed.shape)
         if getattr(out, "affine", None) is not None:
             affine = _rescale_affine(out.affine[0].detach().cpu().double().numpy(), work, fixed.shape)
@@ -612,7 +579,6 @@ def _saliency(fixed: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
     The structure tensors cost about 1.5 s per million voxels on 2 CPU cores; a heat map needs
     no more than a million voxels (its scales are then relative to that grid).
     """
-    from deepreg_core.models.registration import resize_image
     from deepreg_core.saliency import joint_saliency
 
     shape = tuple(fixed.shape[2:])
@@ -621,7 +587,7 @@ def _saliency(fixed: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
         return joint_saliency(fixed, warped)
     small = tuple(max(8, round(n * factor)) for n in shape)
     sal = joint_saliency(resize_image(fixed, small), resize_image(warped, small))
-    return _resize(sal, shape).clamp(0.0, 1.0)
+    return resize_image(sal, shape).clamp(0.0, 1.0)
 
 
 def _labels(moving_labels, fixed, fixed_labels, u, dev):
