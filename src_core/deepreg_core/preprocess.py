@@ -191,11 +191,7 @@ def normalized_to_voxel_affine(theta: torch.Tensor, shape: Sequence[int]) -> tor
     >>> normalized_to_voxel_affine(theta, (9, 9))[0, 0, 2]
     tensor(2.)
     """
-    ndim = len(shape)
-    theta = homogeneous(theta, ndim, "theta")
-    S, S_inv = _coordinate_maps(shape, theta)
-    eye = torch.eye(ndim + 1, dtype=theta.dtype, device=theta.device)
-    return eye + S_inv @ (theta - eye) @ S  # = S^-1 theta S, exactly eye for theta = eye
+    return _conjugate(theta, shape, "theta", to_voxel=True)
 
 
 def voxel_to_normalized_affine(matrix: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -218,11 +214,18 @@ def voxel_to_normalized_affine(matrix: torch.Tensor, shape: Sequence[int]) -> to
     >>> voxel_to_normalized_affine(A, (9, 9))[0, 1, 2]
     tensor(0.5000)
     """
+    return _conjugate(matrix, shape, "matrix", to_voxel=False)
+
+
+def _conjugate(matrix: torch.Tensor, shape: Sequence[int], name: str, *,
+               to_voxel: bool) -> torch.Tensor:
+    """``S^-1 M S`` (normalised -> voxel) or ``S M S^-1``, exactly the identity for ``M = I``."""
     ndim = len(shape)
-    matrix = homogeneous(matrix, ndim, "matrix")
+    matrix = homogeneous(matrix, ndim, name)
     S, S_inv = _coordinate_maps(shape, matrix)
+    left, right = (S_inv, S) if to_voxel else (S, S_inv)
     eye = torch.eye(ndim + 1, dtype=matrix.dtype, device=matrix.device)
-    return eye + S @ (matrix - eye) @ S_inv
+    return eye + left @ (matrix - eye) @ right
 
 
 def resize_labels(labels: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
