@@ -12,6 +12,13 @@ from deepreg_core.models import build_model
 from deepreg_core.training.config import TrainConfig, save_config
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: runs a subprocess for seconds (kill/interrupt cases); still part of "
+        "`make test`, deselect with -m 'not slow' for a quick loop"
+    )
+
+
 def make_model_folder(root: Path, name: str, **model) -> Path:
     """A zoo-style model folder (config.yaml + weights.safetensors + card.md) with init weights."""
     torch.manual_seed(0)
