@@ -61,7 +61,7 @@ def main() -> None:
             s["speedup_vs_ants_reg"] = ants["reg_seconds"] / s["reg_seconds"]
             s["speedup_vs_ants_process"] = ants["process_seconds"] / s["process_seconds"]
     Path(args.output).write_text(json.dumps({"rows": rows, "summary": summary}, indent=2))
-    print(f"\n| method | Dice | EPE mm | folding % | reg s | process s | peak GB | x ANTs (reg) |")
+    print("\n| method | Dice | EPE mm | folding % | reg s | process s | peak GB | x ANTs (reg) |")
     print("|---|---|---|---|---|---|---|---|")
     for spec, s in summary.items():
         print(f"| {spec} | {s['dice']:.3f} | {s['epe_mm']:.2f} | {s['folding_percent']:.3f} | "

@@ -2,8 +2,8 @@
 
     python bench/publish_model.py runs/deformable-2d deformable-2d
 
-Copies the latest checkpoint's ``weights.safetensors`` and ``config.yaml`` into
-``src_core/deepreg_core/zoo/models/NAME/`` and writes the training part of ``card.md`` (the
+Publishes the latest checkpoint into ``src_core/deepreg_core/zoo/models/NAME/`` with
+``deepreg_core.zoo.publish`` (weights with their model spec, config, card; atomically) and writes the training part of ``card.md`` (the
 evaluation part is filled by ``bench/evaluate_zoo.py``, between its markers).
 """
 
@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
+from deepreg_core import zoo
+from deepreg_core.training.checkpoint import CONFIG, WEIGHTS
 from deepreg_core.training.config import load_config, save_config
 from deepreg_core.training.loop import latest_checkpoint
 
@@ -80,16 +83,17 @@ def card_text(name: str, ckpt: Path, old_card: str) -> str:
 def main(run: str, name: str) -> None:
     ckpt = latest_checkpoint(run)
     target = ZOO / name
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ckpt / "weights.safetensors", target / ".weights.tmp")
-    (target / ".weights.tmp").replace(target / "weights.safetensors")
-    cfg = load_config(ckpt / "config.yaml")
-    save_config(cfg.model_copy(update={"output_dir": Path(f"runs/{name}")}), target / "config.yaml")
     card = target / "card.md"
     old = card.read_text() if card.exists() else ""
-    tmp = target / ".card.tmp"
-    tmp.write_text(card_text(name, ckpt, old))
-    tmp.replace(card)
+    # the zoo's config keeps the recipe's output folder, not this machine's run folder
+    staged = Path(tempfile.mkdtemp(prefix=".publish-", dir=ZOO))
+    try:
+        shutil.copyfile(ckpt / WEIGHTS, staged / WEIGHTS)
+        cfg = load_config(ckpt / CONFIG)
+        save_config(cfg.model_copy(update={"output_dir": Path(f"runs/{name}")}), staged / CONFIG)
+        zoo.publish(staged, target, card_text(name, ckpt, old), name=name)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     print(f"published {ckpt} -> {target}")
 
 

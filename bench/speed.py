@@ -26,6 +26,7 @@ SHAPE = (160, 192, 224)
 def measure(what: str, model: str, repeats: int) -> dict:
     import numpy as np
     import torch
+
     from deepreg_core import zoo
     from deepreg_core.image import Image
     from deepreg_core.inference import register
@@ -38,7 +39,7 @@ def measure(what: str, model: str, repeats: int) -> dict:
     fixed, moving = Image.from_array(data), Image.from_array(np.roll(data, 2, axis=0))
     net = zoo.load_model(model)
     if what == "network":
-        f = resize_image(torch.from_numpy(data)[None, None], net.train_config.data.shape)
+        f = resize_image(torch.from_numpy(data)[None, None], net.config.data.shape)
 
         def run():
             with torch.no_grad():
@@ -47,7 +48,7 @@ def measure(what: str, model: str, repeats: int) -> dict:
         def run():
             register(fixed, moving, model=net, refine_steps=0, device="cpu")
     elif what == "full-resolution-unet":
-        cfg = net.train_config.model.model_copy(update={"working_scale": 1.0})
+        cfg = net.config.model.model_copy(update={"working_scale": 1.0})
         full = build_model(cfg).eval()
         f = torch.from_numpy(data)[None, None]
 

@@ -6,7 +6,7 @@ convention, ``docs/conventions.md``) or ``(*spatial, ndim)`` (vectors last, as m
 them). The vectors are taken along the array axes, in voxels of the field's grid, or in world
 units along the array axes (``units="world"``: divided by the layer's scale).
 
-Files go through ``deepreg_core.interop.load_displacement_nifti``: ITK/ANTs displacement NIfTI
+Files go through ``deepreg_core.api.read_displacement``: ITK/ANTs displacement NIfTI
 ``(X, Y, Z, 1, 3)`` (2D ``(X, Y, 1, 1, 2)``) with LPS mm vectors (intent 1007, what ANTs and ITK
 write) or RAS mm vectors (intent 1006), converted to voxels through the header affine (signs of
 x and y flipped for LPS, then ``inv(affine[:ndim, :ndim])``, which handles spacing, flips and
@@ -16,40 +16,19 @@ moving image (ITK's and ANTs' direction, the same as ours).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from deepreg_core import api
 from napari_deepreg._layers import layer_world_matrix
 
 
-@dataclass(frozen=True)
-class FieldStats:
-    """Jacobian analysis of a displacement field ``(ndim, *spatial)`` in voxels.
+def analyse_field(displacement: np.ndarray) -> Any:
+    """Jacobian map, fold mask and folding fraction of a voxel field ``(ndim, *spatial)``.
 
-    Attributes
-    ----------
-    jacobian : np.ndarray
-        ``det(I + grad u)`` with central differences, shape ``spatial``.
-    folds : np.ndarray
-        uint8 mask, 1 where any one-sided stencil gives ``det <= 0`` (as ``folding_fraction``).
-    folding_fraction : float
-        Mean of ``folds``, in [0, 1].
-    """
-
-    jacobian: np.ndarray
-    folds: np.ndarray
-    folding_fraction: float
-
-
-def analyse_field(displacement: np.ndarray) -> FieldStats:
-    """Jacobian determinant, fold mask and folding fraction of a voxel displacement field.
-
-    Parameters
-    ----------
-    displacement : np.ndarray
-        ``(ndim, *spatial)``, voxels (array order).
+    The core's ``field_quality`` (a ``FieldQuality``: ``jacobian``, ``folds``,
+    ``folding_fraction``).
 
     Examples
     --------
@@ -57,15 +36,7 @@ def analyse_field(displacement: np.ndarray) -> FieldStats:
     >>> float(stats.jacobian.mean()), stats.folding_fraction
     (1.0, 0.0)
     """
-    import torch
-
-    from deepreg_core import metrics
-
-    u = torch.from_numpy(np.ascontiguousarray(displacement, dtype=np.float32))[None]
-    central, worst = metrics.jacobian_and_worst(u)
-    jacobian, worst = central[0, 0].numpy(), worst[0, 0].numpy()
-    folds = (worst <= 0).astype(np.uint8)
-    return FieldStats(jacobian.astype(np.float32), folds, float(folds.mean()))
+    return api.field_quality(displacement)
 
 
 def vector_axis(shape: tuple[int, ...]) -> int | None:
@@ -152,6 +123,4 @@ def read_field_file(path: str) -> tuple[np.ndarray, Any]:
     See the module docstring for the conventions assumed; errors are ValueError with the
     expected shape.
     """
-    from deepreg_core.interop import load_displacement_nifti
-
-    return load_displacement_nifti(path)
+    return api.read_displacement(path)

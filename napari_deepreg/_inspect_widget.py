@@ -17,17 +17,13 @@ from magicgui.widgets import ComboBox, Container, PushButton
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
 
+from deepreg_core import api
 from napari_deepreg import _layers
 from napari_deepreg._histogram import JacobianHistogram
+from napari_deepreg._jobs import JobRunner, notify_error
 
 if TYPE_CHECKING:
     import napari
-
-
-def _notify_error(message: str) -> None:
-    from napari.utils import notifications
-
-    notifications.show_error(message)
 
 
 def field_layer_placement(matrix: np.ndarray) -> dict[str, Any]:
@@ -69,7 +65,7 @@ class InspectWidget(QWidget):
         self.viewer = napari_viewer
         self.stats: Any = None
         self.output_layers: dict[str, Any] = {}
-        self.worker: Any = None
+        self.jobs = JobRunner(self, lambda _event: None, self._on_finished)
         self._field: tuple[str, np.ndarray, dict[str, Any]] | None = None
 
         def field_layers(_widget: Any) -> list[tuple[str, Any]]:
@@ -110,10 +106,9 @@ class InspectWidget(QWidget):
     def load_file(self, path: str | Path) -> Any:
         """Open an ITK/ANTs displacement NIfTI as a field layer (vectors in voxels) and pick it."""
         from napari_deepreg._fields import read_field_file
-        from napari_deepreg._reader import _stem
 
         u, grid = read_field_file(str(path))
-        name = f"{_stem(Path(path))} field"
+        name = f"{api.image_stem(path)} field"
         metadata = _layers.metadata_for(grid, {_layers.FIELD_KEY: "voxels"})
         layer = self.viewer.add_image(u, name=name, metadata=metadata, visible=False,
                                       **field_layer_placement(np.asarray(grid.affine)))
@@ -138,33 +133,36 @@ class InspectWidget(QWidget):
         return self.stats
 
     def _analyse_clicked(self, *_: Any) -> None:
-        if self.worker is not None:
+        if self.jobs.running:
             return
         try:
             name, u, matrix, unit = self._take_field(self.field_combo.value)
         except (ValueError, TypeError) as error:
-            _notify_error(str(error))
+            notify_error(str(error))
             return
-        from napari.qt.threading import create_worker
-        from superqt.utils import FunctionWorker
-
-        self.worker = create_worker(_compute, u, matrix, self._displayed_axes(u.shape[0]),
-                                    _worker_class=FunctionWorker, _ignore_errors=True)
-        self.worker.returned.connect(lambda outputs: self._show(name, u, matrix, unit, outputs))
-        self.worker.errored.connect(lambda error: _notify_error(f"Analysis failed: {error}"))
-        self.worker.finished.connect(self._on_finished)
+        displayed = self._displayed_axes(u.shape[0])
+        self.jobs.start(lambda: _compute(u, matrix, displayed), error_prefix="Analysis failed: ",
+                        returns=lambda outputs: self._show(name, u, matrix, unit, outputs))
         self.analyse_button.enabled = False
-        self.worker.start()
+
+    @property
+    def worker(self) -> Any:
+        """The running thread worker, or None."""
+        return self.jobs.worker
 
     def _on_finished(self) -> None:
-        self.worker = None
         self.analyse_button.enabled = True
 
     def _show(self, name: str, u: np.ndarray, matrix: np.ndarray, unit: str,
               outputs: dict[str, Any]) -> None:
         from napari_deepreg._rendering import jacobian_limits
         from napari_deepreg._results import (
-            GRID_STYLE, JACOBIAN_COLORMAP, LayerSpec, fold_colormap, grid_placement, show_specs,
+            GRID_STYLE,
+            JACOBIAN_COLORMAP,
+            LayerSpec,
+            fold_colormap,
+            grid_placement,
+            show_specs,
         )
 
         stats = outputs["stats"]
@@ -210,7 +208,7 @@ class InspectWidget(QWidget):
             try:
                 self.load_file(path)
             except (ValueError, TypeError, OSError) as error:
-                _notify_error(str(error))
+                notify_error(str(error))
 
 
 def _compute(u: np.ndarray, matrix: np.ndarray, displayed: tuple[int, ...]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from deepreg_core.image import Image
+    from deepreg_core.api import Image
 
 META_KEY = "deepreg_meta"
 """``layer.metadata`` key: the core ``Image.meta`` (NIfTI header, source path, unit)."""
@@ -187,7 +187,7 @@ def layer_to_image(layer: Any, role: str, *, kind: str = "image") -> Image:
     TypeError
         A layer of the wrong type.
     """
-    from deepreg_core.image import Image
+    from deepreg_core.api import Image
 
     expected = {"image": "Image", "labels": "Labels"}[kind]
     if layer is None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from deepreg_core import api
 from napari_deepreg._layers import LayerDataTuple, layer_data_from_image, looks_like_labels
 
 SUFFIXES = (".nii.gz", ".nii", ".tif", ".tiff")
@@ -107,20 +108,11 @@ def read_layers(path: PathLike | list[PathLike]) -> list[LayerDataTuple] | None:
     if target is None:
         return None
     try:
-        from deepreg_core.io import read_image
 
-        image = read_image(target)
+        image = api.read_image(target)
     except Exception:  # noqa: BLE001 - a reader must never raise
         return None
-    name = _stem(target)
+    name = api.image_stem(target)
     is_nifti = target.name.lower().endswith(NIFTI_SUFFIXES)
     labels = looks_like_labels(name, image.data, count_values=is_nifti)
     return [layer_data_from_image(image, name, "labels" if labels else "image")]
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem

@@ -50,21 +50,19 @@ def registration_job(
     fixed, moving : deepreg_core.image.Image
         Copies of the layers' data in their physical space.
     options : dict
-        Keyword arguments of ``deepreg_core.inference.register_iter`` (model, refine_steps,
+        Keyword arguments of ``deepreg_core.api.register_iter`` (model, refine_steps,
         regularization, device, labels and points).
-    stop : deepreg_core.events.StopToken
+    stop : deepreg_core.api.StopToken
         Set by the Cancel button; the core checks it at every step and yields ``Stopped``.
     displayed : tuple of int, optional
         Array axes on screen, for the deformation grid.
     """
     try:
-        from deepreg_core.events import Finished
-        from deepreg_core.inference import register_iter
-
+        from deepreg_core import api
         from napari_deepreg._results import render_outputs
 
-        for event in register_iter(fixed, moving, stop=stop, **options):
-            if isinstance(event, Finished):
+        for event in api.register_iter(fixed, moving, stop=stop, **options):
+            if isinstance(event, api.Finished):
                 yield Rendered(event.result, render_outputs(event.result, displayed))
             else:
                 yield event

@@ -17,20 +17,28 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
-    CheckBox, ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox,
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
 )
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog, QLabel, QTextBrowser, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
+from deepreg_core import api
 from napari_deepreg import _layers
+from napari_deepreg._jobs import JobRunner, notify_error, notify_info, notify_warning
 from napari_deepreg._register_job import JobFailed, Rendered, format_metrics, registration_job
 
 if TYPE_CHECKING:
     import napari
 
 MODEL_KINDS = ("deformable", "affine", "affine+deformable", "global-local")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 PRESET_HELP = {
@@ -40,13 +48,7 @@ PRESET_HELP = {
 }
 
 
-def _notify_error(message: str) -> None:
-    from napari.utils import notifications
-
-    notifications.show_error(message)
-
-
-def _is_spatial_image(layer: Any) -> bool:
+def is_spatial_image(layer: Any) -> bool:
     """A 2D or 3D image layer that is not a displacement field opened by the Inspect widget."""
     return (layer.__class__.__name__ == "Image" and layer.ndim in (2, 3)
             and _layers.FIELD_KEY not in layer.metadata)
@@ -60,8 +62,7 @@ class RegisterWidget(QWidget):
         self.viewer = napari_viewer
         self.result: Any = None
         self.output_layers: dict[str, Any] = {}
-        self.worker: Any = None
-        self._stop: Any = None
+        self.jobs = JobRunner(self, self._on_event, self._on_finished)
         self._extra_models: dict[str, Any] = {}
         self._source = ""  # the moving layer name the current result belongs to
         self._place: dict[str, Any] = {}
@@ -75,12 +76,12 @@ class RegisterWidget(QWidget):
             return choices
 
         def images(_widget: Any) -> list[tuple[str, Any]]:
-            return [(ly.name, ly) for ly in self.viewer.layers if _is_spatial_image(ly)]
+            return [(ly.name, ly) for ly in self.viewer.layers if is_spatial_image(ly)]
 
         self.fixed_combo = ComboBox(label="fixed", choices=images, nullable=True)
         self.moving_combo = ComboBox(label="moving", choices=images, nullable=True)
         self.model_combo = ComboBox(label="model", choices=self._model_choices)
-        self.device_combo = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self.device_combo = ComboBox(label="device", choices=list(api.DEVICE_CHOICES), value="auto")
         self.preset_combo = ComboBox(label="preset", choices=list(PRESET_HELP), value="auto",
                                      tooltip="\n".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))
         self.refine_check = CheckBox(text="fixed refinement steps (instead of the preset's)",
@@ -168,7 +169,7 @@ class RegisterWidget(QWidget):
 
     def _pick_default_pair(self) -> None:
         images = [ly for ly in self.viewer.layers
-                  if _is_spatial_image(ly) and _layers.RESULT_KEY not in ly.metadata]
+                  if is_spatial_image(ly) and _layers.RESULT_KEY not in ly.metadata]
         by_name = {ly.name: ly for ly in images}
         if self.fixed_combo.value is None and images:
             self.fixed_combo.value = by_name.get("fixed", images[0])
@@ -177,9 +178,7 @@ class RegisterWidget(QWidget):
             self.moving_combo.value = by_name.get("moving", others[0])
 
     def _model_choices(self, _widget: Any = None) -> list[str]:
-        from deepreg_core import zoo
-
-        names = list(MODEL_KINDS) + [n for n in zoo.list_models() if n not in MODEL_KINDS]
+        names = list(MODEL_KINDS) + [n for n in api.list_models() if n not in MODEL_KINDS]
         return names + [n for n in self._extra_models if n not in names]
 
     def add_model(self, name: str, model: Any) -> None:
@@ -189,8 +188,6 @@ class RegisterWidget(QWidget):
         self.model_combo.value = name
 
     def _update_card(self, *_: Any) -> None:
-        from deepreg_core import zoo
-
         name = self.model_combo.value
         if name in self._extra_models:
             text = f"# {name}\nA model added in this session (not saved in the zoo)."
@@ -198,9 +195,9 @@ class RegisterWidget(QWidget):
             layer = self.fixed_combo.value
             ndim = layer.ndim if layer is not None else 2
             first = str(name).split("+")[-1]
-            key = f"{first}-{ndim}d" if first in MODEL_KINDS else first
+            key = api.resolve_model_name(first, ndim)
             try:
-                text = zoo.model_card(key)
+                text = api.model_card(key)
             except (ValueError, OSError):
                 text = (f"# {name}\nNo model card found for `{key}`: this model is not installed "
                         "in the zoo yet.")
@@ -261,39 +258,30 @@ class RegisterWidget(QWidget):
                 )
         return fixed, moving, options
 
+    @property
+    def worker(self) -> Any:
+        """The running thread worker, or None."""
+        return self.jobs.worker
+
     def run(self, *_: Any) -> None:
         """Start a registration in a worker thread (Run button)."""
-        if self.worker is not None:
+        if self.jobs.running:
             return
         try:
             fixed, moving, options = self._collect()
         except (ValueError, TypeError) as error:
-            _notify_error(str(error))
+            notify_error(str(error))
             return
-        from napari.qt.threading import create_worker
-        from superqt.utils import GeneratorWorker
-
-        from deepreg_core.events import StopToken
-
-        self._stop = StopToken()
         self._pending = (self.fixed_combo.value, self.moving_combo.value)
-        self.worker = create_worker(
-            registration_job, fixed, moving, options, self._stop, self._displayed_axes(fixed.ndim),
-            _worker_class=GeneratorWorker, _ignore_errors=True,
-        )
-        self.worker.yielded.connect(self._on_event)
-        self.worker.errored.connect(lambda error: _notify_error(str(error)))
-        self.worker.finished.connect(self._on_finished)
-        token = self._stop
-        self.destroyed.connect(lambda *_: token.stop())  # closing napari stops the job
+        displayed = self._displayed_axes(fixed.ndim)
+        self.jobs.start(lambda stop: registration_job(fixed, moving, options, stop, displayed))
         self._set_running(True)
         self.status_label.value = "starting…"
-        self.worker.start()
 
     def cancel(self, *_: Any) -> None:
         """Ask the running job to stop at its next step (Cancel button)."""
-        if self._stop is not None:
-            self._stop.stop()
+        if self.jobs.running:
+            self.jobs.stop()
             self.status_label.value = "stopping…"
 
     def _set_running(self, running: bool) -> None:
@@ -304,26 +292,23 @@ class RegisterWidget(QWidget):
             button.enabled = has_result
 
     def _on_event(self, event: Any) -> None:
-        name = type(event).__name__
-        if name == "Started":
+        if isinstance(event, api.Started):
             self.progress.max = max(int(event.total_steps), 1)
             self.progress.value = 0
             self.status_label.value = f"running {event.config.get('model', '')}"
-        elif name == "Progress":
+        elif isinstance(event, api.Progress):
             self.progress.max = max(int(event.total), 1)
             self.progress.value = min(int(event.step), self.progress.max)
             self.status_label.value = event.message
-        elif name == "Stopped":
+        elif isinstance(event, api.Stopped):
             self.status_label.value = f"cancelled at step {event.step}; no layer was changed"
         elif isinstance(event, JobFailed):
             self.status_label.value = "failed"
-            _notify_error(event.message)
+            notify_error(event.message)
         elif isinstance(event, Rendered):
             self._show_result(event)
 
     def _on_finished(self) -> None:
-        self.worker = None
-        self._stop = None
         self._set_running(False)
 
     # ------------------------------------------------------------------ result
@@ -359,14 +344,13 @@ class RegisterWidget(QWidget):
         self.metrics_label.setText(format_metrics(result.metrics, result.model_name,
                                                   result.device))
         self.status_label.value = "done"
-        from napari.utils import notifications
 
         if result.notes:  # a fallback the preset took: information, the result is fine
-            notifications.show_info(f"{moving_layer.name}: " + "; ".join(result.notes))
+            notify_info(f"{moving_layer.name}: " + "; ".join(result.notes))
         if result.warnings:  # the guard: say it where the user looks, not only in the read-out
-            notifications.show_warning(f"{moving_layer.name}: " + "; ".join(result.warnings))
+            notify_warning(f"{moving_layer.name}: " + "; ".join(result.warnings))
             self.status_label.value = "done, with a warning (see the notification)"
-        self._set_running(self.worker is not None)
+        self._set_running(self.jobs.running)
 
     def _displayed_axes(self, ndim: int) -> tuple[int, ...]:
         return _layers.displayed_axes(self.viewer, ndim)
@@ -389,7 +373,6 @@ class RegisterWidget(QWidget):
         inverse transform. The output is named ``"<layer> warped"`` and updated on a re-run.
         """
         from napari_deepreg._results import LayerSpec, show_specs
-        from napari_deepreg._transform import inverse_field, warp_layer_image, warp_points
 
         if self.result is None:
             raise ValueError("No registration result yet: press Run first.")
@@ -400,14 +383,15 @@ class RegisterWidget(QWidget):
             if world.shape[1] != self.result.fixed.ndim:
                 raise ValueError(f"{layer.name!r}: expected {self.result.fixed.ndim}D points.")
             if self._inverse is None:
-                self._inverse = inverse_field(self.result)
-            data = warp_points(self.result, world, self._inverse)
+                self._inverse = api.inverse_displacement(self.result)
+            data = api.moving_points_to_fixed(self.result, world, self._inverse)
             size = float(np.mean(layer.size)) if len(layer.size) else 3.0
             layer_type, style = "points", {"face_color": "yellow", "size": size}
         elif kind in ("Image", "Labels"):
             labels = kind == "Labels"
             image = _layers.layer_to_image(layer, layer.name, kind="labels" if labels else "image")
-            data = warp_layer_image(self.result, image, labels).data
+            data = api.apply_transform(self.result, image,
+                                       mode="nearest" if labels else "linear").data
             layer_type, style = kind.lower(), {"opacity": 0.5} if labels else {}
         else:
             raise TypeError(
@@ -421,30 +405,26 @@ class RegisterWidget(QWidget):
 
     def export_warped(self, path: str | Path) -> Path:
         """Save the warped image (fixed grid and header) to ``path``."""
-        from napari_deepreg._transform import export_warped
-
         if self.result is None:
             raise ValueError("No registration result yet: press Run first.")
-        return export_warped(self.result, path)
+        return api.save_warped(self.result, path)
 
     def export_transform(self, path: str | Path) -> list[Path]:
         """Save the displacement field (ITK/ANTs NIfTI) and, if any, the affine (``.tfm``)."""
-        from napari_deepreg._transform import export_transform
-
         if self.result is None:
             raise ValueError("No registration result yet: press Run first.")
-        return export_transform(self.result, path)
+        return api.save_transform(self.result, path)
 
     def _guarded(self, action: Any, *args: Any) -> Any:
         try:
             return action(*args)
         except (ValueError, TypeError, OSError) as error:
-            _notify_error(str(error))
+            notify_error(str(error))
             return None
 
     def _apply_clicked(self, *_: Any) -> None:
         if self.apply_combo.value is None:
-            _notify_error("apply to: no layer chosen. Pick an image, labels or points layer.")
+            notify_error("apply to: no layer chosen. Pick an image, labels or points layer.")
             return
         self._guarded(self.apply_to_layer, self.apply_combo.value)
 

@@ -35,16 +35,16 @@ def _mni_affine(ndim: int) -> np.ndarray:
 
 def _pair(ndim: int) -> tuple[Any, np.ndarray, str]:
     """The synthetic pair, the fixed image's affine, and its description."""
-    from deepreg_core import synth
+    from deepreg_core import api
 
     try:
         import nilearn  # noqa: F401
     except ImportError:
         shape = SYNTH_SHAPE[ndim]
-        pair = synth.synthetic_pair(shape, SEED, affine=True, same_contrast=True, **DEFORMATION)
+        pair = api.synthetic_pair(shape, SEED, affine=True, same_contrast=True, **DEFORMATION)
         return pair, np.eye(ndim + 1), "synthetic label-map pair"
     shape = MNI_SHAPE_2D if ndim == 2 else MNI_SHAPE_3D
-    pair = synth.mni_pair(shape, SEED, affine=True, **DEFORMATION)
+    pair = api.mni_pair(shape, SEED, affine=True, **DEFORMATION)
     return pair, _mni_affine(ndim), "MNI152 2 mm"
 
 
@@ -63,7 +63,7 @@ def brain_pair(ndim: int) -> list[LayerDataTuple]:
         The moving layer's metadata holds the ground truth, ``"deepreg_true_displacement"``
         ``(ndim, *shape)`` in fixed voxels: ``warp(moving, u) ≈ fixed``.
     """
-    from deepreg_core.image import Image
+    from deepreg_core.api import Image
 
     pair, affine, source = _pair(ndim)
     meta = {"source": f"napari-deepreg sample ({source}, seed {SEED})"}

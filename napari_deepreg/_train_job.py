@@ -2,15 +2,12 @@
 
 :func:`training_job` is the generator the widget runs in a ``thread_worker``: it writes the chosen
 layers as a training folder (so the saved ``config.yaml`` reruns from the CLI), forwards the core's
-``train`` events, then publishes the model folder (:func:`publish_model`) and yields
+``train`` events, then publishes the model folder (``deepreg_core.api.publish_model``) and yields
 :class:`Published`. Nothing here imports napari or Qt.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,9 +62,7 @@ def export_layer_pairs(fixed: Any, moving: Sequence[Any], folder: Path) -> Path:
     Path
         The atlas file, for ``DataConfig(source="folder", pairing="atlas", atlas=...)``.
     """
-    from deepreg_core.image import Image
-    from deepreg_core.io import write_image
-    from deepreg_core.spatial import resample_to
+    from deepreg_core.api import Image, resample_to, write_image
 
     folder.mkdir(parents=True, exist_ok=True)
     atlas = folder / "fixed.nii.gz"
@@ -111,28 +106,6 @@ def model_card(name: str, config: Any, step: int, finished: bool, losses: dict[s
     return "\n".join(lines) + "\n"
 
 
-def publish_model(output: Path, checkpoint: Path, card: str) -> Path:
-    """Make ``output`` a model folder: ``config.yaml``, ``weights.safetensors``, ``card.md``.
-
-    The files are first written to a temporary folder inside ``output`` and then renamed into
-    place, the weights last, so a model listing (which needs the weights) never sees a half-written
-    model. The run's ``checkpoints/`` stay next to them.
-    """
-    from deepreg_core.training.checkpoint import CONFIG, WEIGHTS
-
-    output.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=output, prefix=".publish-"))
-    try:
-        shutil.copyfile(checkpoint / CONFIG, temp / CONFIG)
-        shutil.copyfile(checkpoint / WEIGHTS, temp / WEIGHTS)
-        (temp / "card.md").write_text(card, encoding="utf-8")
-        for name in (CONFIG, "card.md", WEIGHTS):
-            os.replace(temp / name, output / name)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-    return output
-
-
 def training_job(config: Any, stop: Any, *, resume: Path | None = None,
                  layers: tuple[Any, list[Any]] | None = None, name: str = "model",
                  settings: dict[str, Any] | None = None) -> Iterator[Any]:
@@ -140,8 +113,7 @@ def training_job(config: Any, stop: Any, *, resume: Path | None = None,
 
     ``layers = (fixed Image, [moving Images])`` are written under ``config.data.folder`` first.
     """
-    from deepreg_core.events import Finished, Metrics, Stopped
-    from deepreg_core.training.loop import train
+    from deepreg_core.api import Finished, Metrics, Stopped, publish_model, train
 
     if layers is not None:
         export_layer_pairs(layers[0], layers[1], Path(config.data.folder))
@@ -159,5 +131,5 @@ def training_job(config: Any, stop: Any, *, resume: Path | None = None,
     else:
         return
     card = model_card(name, config, step, finished, losses, settings or {})
-    path = publish_model(Path(config.output_dir), checkpoint, card)
+    path = publish_model(checkpoint, Path(config.output_dir), card, name=name)
     yield Published(name=name, path=path, step=step, finished=finished)

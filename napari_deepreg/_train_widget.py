@@ -19,14 +19,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import (
-    ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, ProgressBar, PushButton,
-    Select, SpinBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
 )
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
+from deepreg_core import api
 from napari_deepreg import _layers
+from napari_deepreg._jobs import JobRunner, notify_error
 from napari_deepreg._loss_plot import LossPlot
-from napari_deepreg._register_widget import DEVICES, _is_spatial_image, _notify_error
+from napari_deepreg._register_widget import is_spatial_image
 from napari_deepreg._train_job import LAYER_DATA, Published, format_eta, training_job
 
 if TYPE_CHECKING:
@@ -37,13 +47,10 @@ KINDS = {"affine": "affine", "deformable": "deformable", "global-local": "global
 SIMILARITIES = ("lncc", "ncc", "mse", "mi")
 NO_INIT = "none"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".tif", ".tiff", ".png")
 
 
 def _user_model_dir() -> Path:
-    from deepreg_core import zoo
-
-    return zoo.user_model_dir()
+    return api.user_model_dir()
 
 
 class TrainWidget(QWidget):
@@ -52,14 +59,13 @@ class TrainWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.worker: Any = None
+        self.jobs = JobRunner(self, self._on_event, self._on_finished, self._on_error)
         self.model_path: Path | None = None  # the last published model folder
-        self._stop: Any = None
         self._clock: tuple[float, int] | None = None  # (time, step) of the first step of a run
         self._auto_output = ""
 
         def images(_widget: Any) -> list[tuple[str, Any]]:
-            return [(ly.name, ly) for ly in self.viewer.layers if _is_spatial_image(ly)]
+            return [(ly.name, ly) for ly in self.viewer.layers if is_spatial_image(ly)]
 
         self.source_combo = ComboBox(label="data", choices=list(SOURCES), value=SOURCES[0])
         self.fixed_combo = ComboBox(label="fixed / atlas", choices=images, nullable=True)
@@ -77,7 +83,7 @@ class TrainWidget(QWidget):
                                     value=1e-3)
         self.lr_spin.native.setDecimals(6)
         self.batch_spin = SpinBox(label="batch size", min=1, max=1024, value=1)
-        self.device_combo = ComboBox(label="device", choices=list(DEVICES), value="auto")
+        self.device_combo = ComboBox(label="device", choices=list(api.DEVICE_CHOICES), value="auto")
         self.shape_spin = SpinBox(label="working shape", min=8, max=1024, value=64)
         self.name_edit = LineEdit(label="model name", value="my-model")
         self.output_edit = FileEdit(label="output folder", mode="d")
@@ -120,14 +126,12 @@ class TrainWidget(QWidget):
         """Refresh the layer pickers and the zoo list (napari calls this when layers change)."""
         self.form.reset_choices()
         if self.fixed_combo.value is None:
-            names = {ly.name: ly for ly in self.viewer.layers if _is_spatial_image(ly)}
+            names = {ly.name: ly for ly in self.viewer.layers if is_spatial_image(ly)}
             if names:
                 self.fixed_combo.value = names.get("fixed", next(iter(names.values())))
 
     def _init_choices(self, _widget: Any = None) -> list[str]:
-        from deepreg_core import zoo
-
-        return [NO_INIT, *zoo.list_models()]
+        return [NO_INIT, *api.list_models()]
 
     def _update_visible(self, *_: Any) -> None:
         source = self.source_combo.value
@@ -165,11 +169,9 @@ class TrainWidget(QWidget):
         return fixed, moving
 
     def _model_config(self, ndim: int) -> tuple[dict[str, Any], Path | None]:
-        from deepreg_core import zoo
-
         init = self.init_combo.value
         if init not in (None, NO_INIT):
-            entry = zoo.get(init)
+            entry = api.model_entry(init)
             model = entry.config().model
             if model.ndim != ndim:
                 raise ValueError(
@@ -195,8 +197,6 @@ class TrainWidget(QWidget):
         return model, None
 
     def _check_output(self, output: Path) -> None:
-        from deepreg_core import zoo
-
         name = str(self.name_edit.value).strip()
         if not _NAME.match(name):
             raise ValueError(
@@ -204,7 +204,7 @@ class TrainWidget(QWidget):
                 f"or digit), got {name!r}."
             )
         trained = (output / "weights.safetensors").exists() or (output / "checkpoints").exists()
-        if name in zoo.list_models() or trained:
+        if name in api.list_models() or trained:
             raise ValueError(
                 f"model name {name!r}: a model or folder of that name already exists ({output}); "
                 "choose another name (a user's model is never overwritten), or press Resume to "
@@ -228,8 +228,6 @@ class TrainWidget(QWidget):
         """
         from pydantic import ValidationError
 
-        from deepreg_core.training.config import TrainConfig
-
         output = Path(str(self.output_edit.value)).expanduser()
         source = self.source_combo.value
         layers = None
@@ -246,7 +244,7 @@ class TrainWidget(QWidget):
                 repr(ly.name) for ly in self.moving_select.value)
         elif source == "folder":
             folder = Path(str(self.folder_edit.value)).expanduser()
-            count = sum(1 for p in folder.iterdir() if p.name.lower().endswith(_IMAGE_SUFFIXES)) \
+            count = sum(1 for p in folder.iterdir() if p.name.lower().endswith(tuple(api.SUPPORTED_SUFFIXES))) \
                 if folder.is_dir() else 0
             if count < 2:
                 raise ValueError(
@@ -264,7 +262,7 @@ class TrainWidget(QWidget):
         model, init_from = self._model_config(ndim)
         self._check_output(output)
         try:
-            config = TrainConfig(
+            config = api.TrainConfig(
                 model=model, data=data, init_from=init_from, device=self.device_combo.value,
                 loss={"similarity": self.similarity_combo.value,
                       "regularization_weight": float(self.reg_spin.value)},
@@ -280,70 +278,57 @@ class TrainWidget(QWidget):
         return config, layers, settings
 
     # ------------------------------------------------------------------ run
+    @property
+    def worker(self) -> Any:
+        """The running thread worker, or None."""
+        return self.jobs.worker
+
     def start(self, *_: Any) -> None:
         """Check the settings, save ``<output>/config.yaml`` and start training (Start)."""
-        if self.worker is not None:
+        if self.jobs.running:
             return
-        from deepreg_core.training.config import save_config
-
         try:
             config, layers, settings = self.build_config()
-            save_config(config, Path(config.output_dir) / "config.yaml")
+            api.save_config(config, Path(config.output_dir) / "config.yaml")
         except (ValueError, TypeError, OSError) as error:
-            _notify_error(str(error))
+            notify_error(str(error))
             return
         self.loss_plot.clear()
         self._launch(config, None, layers, settings)
 
     def resume(self, *_: Any) -> None:
         """Continue the run in the output folder from its latest checkpoint, to ``steps``."""
-        if self.worker is not None:
+        if self.jobs.running:
             return
-        from deepreg_core.training.config import load_config
-        from deepreg_core.training.loop import latest_checkpoint
 
         output = Path(str(self.output_edit.value)).expanduser()
         try:
-            config = load_config(output / "config.yaml")
-            step = latest_checkpoint(output).name
+            config = api.load_config(output / "config.yaml")
+            step = api.latest_checkpoint(output).name
             steps = int(self.steps_spin.value)
             config = config.model_copy(update={
                 "optim": config.optim.model_copy(update={"steps": steps}),
                 "device": self.device_combo.value,
             })
         except (ValueError, TypeError, OSError) as error:
-            _notify_error(f"resume: nothing to resume in {output}: {error}")
+            notify_error(f"resume: nothing to resume in {output}: {error}")
             return
         self.loss_plot.truncate(int(step.split("_")[-1]))
         self._launch(config, output, None, {"data": config.data.source, "init": "resumed"})
 
     def _launch(self, config: Any, resume: Path | None, layers: Any,
                 settings: dict[str, Any]) -> None:
-        from napari.qt.threading import create_worker
-        from superqt.utils import GeneratorWorker
-
-        from deepreg_core.events import StopToken
-
-        self._stop = StopToken()
         self._clock = None
-        self.worker = create_worker(
-            training_job, config, self._stop, resume=resume, layers=layers,
-            name=str(self.name_edit.value).strip(), settings=settings,
-            _worker_class=GeneratorWorker, _ignore_errors=True,
-        )
-        self.worker.yielded.connect(self._on_event)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
-        token = self._stop
-        self.destroyed.connect(lambda *_: token.stop())  # closing napari stops the job
+        name = str(self.name_edit.value).strip()
+        self.jobs.start(lambda stop: training_job(config, stop, resume=resume, layers=layers,
+                                                  name=name, settings=settings))
         self._set_running(True)
         self.status_label.value = "starting…"
-        self.worker.start()
 
     def stop(self, *_: Any) -> None:
         """Ask the run to save a checkpoint and stop at its next step (Stop)."""
-        if self._stop is not None:
-            self._stop.stop()
+        if self.jobs.running:
+            self.jobs.stop()
             self.status_label.value = "stopping (saving a checkpoint)…"
 
     def _set_running(self, running: bool) -> None:
@@ -352,14 +337,12 @@ class TrainWidget(QWidget):
 
     def _on_error(self, error: Exception) -> None:
         self.status_label.value = "failed"
-        _notify_error(str(error))
 
     def _on_event(self, event: Any) -> None:
-        name = type(event).__name__
-        if name == "Started":
+        if isinstance(event, api.Started):
             self.progress.max = max(int(event.total_steps), 1)
             self.status_label.value = "training…"
-        elif name == "Progress":
+        elif isinstance(event, api.Progress):
             self.progress.max = max(int(event.total), 1)
             self.progress.value = min(int(event.step), self.progress.max)
             now = time.monotonic()
@@ -369,12 +352,12 @@ class TrainWidget(QWidget):
             rate = (event.step - first) / (now - start) if now > start else 0.0
             left = format_eta((event.total - event.step) / rate) if rate > 0 else ""
             self.status_label.value = f"step {event.step}/{event.total} · {event.message} {left}"
-        elif name == "Metrics":
+        elif isinstance(event, api.Metrics):
             if "loss" in event.values:
                 self.loss_plot.add_point(event.phase, event.step, event.values["loss"])
             if event.phase == "val":
                 self.validation_label.value = validation_text(event.step, event.values)
-        elif name == "Stopped":
+        elif isinstance(event, api.Stopped):
             self.status_label.value = f"stopped at step {event.step}; checkpoint saved"
         elif isinstance(event, Published):
             self._publish(event)
@@ -395,8 +378,6 @@ class TrainWidget(QWidget):
         return [w for w in docked.values() if isinstance(w, RegisterWidget)]
 
     def _on_finished(self) -> None:
-        self.worker = None
-        self._stop = None
         self._set_running(False)
 
 

@@ -17,7 +17,7 @@ from napari_deepreg._layers import META_KEY, world_matrix
 
 
 def _image_from_layer_data(data: Any, attributes: Mapping[str, Any], labels: bool):
-    from deepreg_core.image import Image
+    from deepreg_core.api import Image
 
     name = attributes.get("name", "layer")
     if attributes.get("multiscale", False):
@@ -74,7 +74,7 @@ def write_image(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     >>> write_image("t1.nii.gz", data, {"scale": [2, 2, 2]})  # doctest: +SKIP
     ['t1.nii.gz']
     """
-    from deepreg_core.io import write_image as core_write
+    from deepreg_core.api import write_image as core_write
 
     core_write(_image_from_layer_data(data, attributes, labels=False), path)
     return [str(path)]
@@ -82,7 +82,7 @@ def write_image(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
 
 def write_labels(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     """Save one labels layer like :func:`write_image`, keeping an integer dtype."""
-    from deepreg_core.io import write_image as core_write
+    from deepreg_core.api import write_image as core_write
 
     core_write(_image_from_layer_data(data, attributes, labels=True), path)
     return [str(path)]

@@ -67,8 +67,9 @@ def test_registration_runs_and_reruns_in_place(setup, wait_for_worker, errors):
         np.testing.assert_allclose(viewer.layers[name].translate, [10.0, -4.0])
     np.testing.assert_allclose(viewer.layers["moving warped"].scale, SPACING)
     # the Jacobian layer is the determinant of the result's field; folds match its fraction
-    from deepreg_core.metrics import jacobian_determinant
     import torch
+
+    from deepreg_core.metrics import jacobian_determinant
 
     jacobian = jacobian_determinant(torch.from_numpy(result.displacement)[None])[0, 0].numpy()
     np.testing.assert_allclose(viewer.layers["moving jacobian"].data, jacobian, atol=1e-5)

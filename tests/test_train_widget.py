@@ -47,7 +47,7 @@ def test_training_runs_publishes_and_reaches_register(train_widget, wait_for_wor
     assert widget.progress.value == widget.progress.max == 6
     assert {"config.yaml", "weights.safetensors", "card.md"} <= {p.name for p in output.iterdir()}
     model = zoo.load_model("tiny")
-    assert model.train_config.model.features == [4, 8] and model.train_config.optim.steps == 6
+    assert model.config.model.features == [4, 8] and model.config.optim.steps == 6
     assert "tiny" in zoo.list_models()
     assert "finished at step 6" in (output / "card.md").read_text()
     assert register.model_combo.value == "tiny" and "tiny" in register.model_combo.choices
@@ -104,7 +104,7 @@ def test_training_from_two_layers(train_widget, blob_pair, wait_for_worker, erro
     np.testing.assert_allclose(written.data, moving, atol=1e-5)  # same grid: copied as is
     np.testing.assert_allclose(written.spacing, (2.0, 1.5))
     assert len(widget.loss_plot.series["train"]) == 6
-    assert zoo.load_model("tiny").train_config.data.source == "folder"
+    assert zoo.load_model("tiny").config.data.source == "folder"
 
 
 def test_bad_settings_are_notified(train_widget, home, errors):
@@ -173,7 +173,7 @@ def test_fine_tune_from_a_zoo_model(train_widget, wait_for_worker, errors):
     widget.start()
     wait_for_worker(widget, timeout=30_000)
     assert errors == []
-    tuned = zoo.load_model("tuned").train_config
+    tuned = zoo.load_model("tuned").config
     assert tuned.model == zoo.get("base").config().model and tuned.init_from is not None
 
 

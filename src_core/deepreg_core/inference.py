@@ -30,6 +30,7 @@ from deepreg_core.device import resolve_device
 from deepreg_core.events import Event, Finished, Progress, Started, Stopped, StopToken
 from deepreg_core.image import Image
 from deepreg_core.preprocess import normalize_intensity, resize_image
+from deepreg_core.zoo.spec import LoadedModel
 
 SALIENCY_MAX_VOXELS = 1_000_000  # grid the joint-saliency map is computed on (then upsampled)
 GUARD_TOLERANCE = 0.01  # relative drop of mutual information that counts as "worse than input"
@@ -81,6 +82,8 @@ class RegistrationResult:
         The affine stage's matrix (fixed voxel to fixed-grid moving voxel), when one ran.
     jacobian : ndarray, shape fixed.shape, or None
         Jacobian determinant of ``x + u(x)`` (central differences); None with ``qa=False``.
+    folds : ndarray of uint8, shape fixed.shape, or None
+        1 where any one-sided stencil gives ``det <= 0`` (a fold); None with ``qa=False``.
     folding_fraction : float
         Fraction of voxels where any one-sided stencil gives ``det <= 0`` (NaN with ``qa=False``).
     saliency : ndarray, shape fixed.shape, or None
@@ -115,6 +118,7 @@ class RegistrationResult:
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     preset: str = "auto"
+    folds: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def displacement_mm(self) -> np.ndarray:
@@ -195,43 +199,29 @@ def _check_pair(fixed: Image, moving: Image) -> None:
         )
 
 
-def _resolve_models(model, ndim: int) -> list[torch.nn.Module]:
+def _resolve_models(model, ndim: int) -> list[LoadedModel]:
+    """Turn the ``model`` argument into loaded models with their specs, checked against ``ndim``."""
     from deepreg_core import zoo
+    from deepreg_core.zoo.spec import LoadedModel, ModelSpec
 
-    if isinstance(model, torch.nn.Module):
-        return [model]
-    if isinstance(model, (list, tuple)):
+    if isinstance(model, LoadedModel):
+        found = [model]
+    elif isinstance(model, torch.nn.Module):
+        found = [LoadedModel(model, ModelSpec.of_network(model))]
+    elif isinstance(model, (list, tuple)):
         return [m for item in model for m in _resolve_models(item, ndim)]
-    text = str(model)
-    if "+" in text:
-        return [m for part in text.split("+") for m in _resolve_models(part.strip(), ndim)]
-    if text in ("affine", "deformable", "global-local", "auto"):
-        kind = "deformable" if text == "auto" else text
-        text = f"{kind}-{ndim}d"
-    loaded = zoo.load_model(text)
-    model_ndim = loaded.train_config.model.ndim
-    if model_ndim != ndim:
-        raise ValueError(
-            f"model {text!r} registers {model_ndim}D images but the pair is {ndim}D. "
-            f"Choose one of: {', '.join(zoo.list_models(ndim=ndim)) or 'no model for this ndim'}."
-        )
-    return [loaded]
-
-
-def _is_affine(model: torch.nn.Module) -> bool:
-    cfg = getattr(model, "train_config", None)
-    if cfg is not None:
-        return cfg.model.kind == "affine"
-    from deepreg_core.models import AffineNet
-
-    return isinstance(model, AffineNet)
-
-
-def _working_shape(model: torch.nn.Module, shape: Sequence[int]) -> tuple[int, ...]:
-    cfg = getattr(model, "train_config", None)
-    if cfg is None:
-        return tuple(shape)
-    return tuple(int(s) for s in cfg.data.shape)
+    elif "+" in str(model):
+        return [m for part in str(model).split("+") for m in _resolve_models(part.strip(), ndim)]
+    else:
+        found = [zoo.load(zoo.resolve_name(str(model), ndim))]
+    for loaded in found:
+        if loaded.spec.ndim != ndim:
+            raise ValueError(
+                f"model {loaded.name!r} registers {loaded.spec.ndim}D images but the pair is "
+                f"{ndim}D. Choose one of: "
+                f"{', '.join(zoo.list_models(ndim=ndim)) or 'no model for this ndim'}."
+            )
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,16 +336,16 @@ def register_iter(
     dev = resolve_device(device)
     torch.manual_seed(seed)
     stages = _resolve_models(model, ndim)
-    affine_only = all(_is_affine(net) for net in stages)
+    affine_only = all(stage.spec.is_affine for stage in stages)
     levels = optimize.schedule(steps, fixed.shape, affine_only=affine_only, affine=refine_affine)
     # Deformable networks expect a roughly aligned pair (their cards say so): without an affine
     # network, the refinement's affine levels run first, from the identity, and the networks
     # see the affinely aligned moving image; the deformable levels follow the networks.
-    pre_affine = [] if affine_only or any(_is_affine(net) for net in stages) else \
+    pre_affine = [] if affine_only or any(stage.spec.is_affine for stage in stages) else \
         [level for level in levels if level.kind == "affine"]
     post_levels = [level for level in levels if level not in pre_affine]
     total = len(stages) + sum(level.steps for level in levels) + 1
-    names = "+".join(getattr(m, "zoo_name", type(m).__name__) for m in stages)
+    names = "+".join(stage.name for stage in stages)
     yield Started(total_steps=total, config={"model": names, "preset": preset,
                                              "refine_steps": steps, "tolerance": tol,
                                              "device": str(dev), "seed": seed})
@@ -366,8 +356,7 @@ def register_iter(
     u = torch.zeros((1, ndim) + tuple(fixed.shape), device=dev)
     affine, u_affine = None, None
     step = 0
-    train_cfg = getattr(stages[-1], "train_config", None)
-    sim_name = similarity or (train_cfg.loss.similarity if train_cfg is not None else "lncc")
+    sim_name = similarity or (stages[-1].spec.similarity if stages else "lncc")
     refine_options = dict(similarity=sim_name, regularization=regularization, stop=stop,
                           total=total, tolerance=tol, deadline=deadline)
     if pre_affine:
@@ -379,12 +368,12 @@ def register_iter(
         u = u_affine = refined.displacement
         affine = refined.affine.numpy()
         step += sum(level.steps for level in pre_affine)
-    for index, net in enumerate(stages):
+    for index, stage in enumerate(stages):
         if stop.stopped:
             yield Stopped(step=step, checkpoint=None)
             return
-        net = net.to(dev).eval()
-        work = _working_shape(net, fixed.shape)
+        net = stage.network.to(dev).eval()
+        work = stage.working_shape(fixed.shape)
         with torch.no_grad():
             moved = spatial.warp(m, u, padding="zeros") if bool(u.any()) else m
             out = net(resize_image(f, work), resize_image(moved, work))
@@ -392,7 +381,7 @@ def register_iter(
         if getattr(out, "affine", None) is not None:
             affine = _rescale_affine(out.affine[0].detach().cpu().double().numpy(), work, fixed.shape)
         u = spatial.compose(u, u_stage) if bool(u.any()) else u_stage
-        if _is_affine(net) and u_affine is None:
+        if stage.spec.is_affine and u_affine is None:
             u_affine = u
         step += 1
         yield Progress(step=step, total=total, message=f"network {index + 1}/{len(stages)}")
@@ -462,11 +451,11 @@ def register_iter(
             "mi_before": mi_input,
             "mi_after": float(losses.mutual_information(f, warped_n)),
         }
-        jac = sal = None
+        quality = sal = None
         fold = float("nan")
         if qa:
-            jac, worst = metrics.jacobian_and_worst(u)
-            fold = float((worst <= 0).to(torch.float64).mean())
+            quality = metrics.field_quality(u[0].cpu())
+            fold = quality.folding_fraction
             sal = _saliency(f, warped_n)
             values["folding_percent"] = 100.0 * fold
     warped_labels = None
@@ -486,7 +475,8 @@ def register_iter(
         warped=fixed.with_data(warped_raw[0, 0].cpu().numpy()),
         displacement=u[0].cpu().numpy().astype(np.float32, copy=False),
         affine=affine,
-        jacobian=None if jac is None else jac[0, 0].cpu().numpy().astype(np.float32, copy=False),
+        jacobian=None if quality is None else quality.jacobian,
+        folds=None if quality is None else quality.folds,
         folding_fraction=fold,
         saliency=None if sal is None else sal[0, 0].cpu().numpy().astype(np.float32, copy=False),
         metrics=values,

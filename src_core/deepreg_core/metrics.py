@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from deepreg_core._diff import axis_difference, check_mask, check_scheme
@@ -310,6 +312,42 @@ def jacobian_and_worst(
     h = check_spacing(spacing, u.dim() - 2)
     with torch.no_grad():
         return _jacobian_pass(u, h, central=True, worst=True)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class FieldQuality:
+    """The quality maps of a displacement field (NumPy, on its grid).
+
+    Attributes
+    ----------
+    jacobian : ndarray ``spatial``, float32
+        Jacobian determinant of ``x + u(x)`` (central differences).
+    folds : ndarray ``spatial``, uint8
+        1 where any one-sided stencil gives ``det <= 0`` (a fold), else 0.
+    folding_fraction : float
+        The mean of ``folds``.
+    """
+
+    jacobian: np.ndarray
+    folds: np.ndarray
+    folding_fraction: float
+
+
+def field_quality(displacement: np.ndarray | torch.Tensor,
+                  spacing: Sequence[float] | None = None) -> FieldQuality:
+    """Jacobian map, fold mask and folding fraction of one field ``(ndim, *spatial)`` in voxels.
+
+    Examples
+    --------
+    >>> q = field_quality(np.zeros((2, 8, 8), np.float32))
+    >>> float(q.jacobian.mean()), q.folding_fraction
+    (1.0, 0.0)
+    """
+    u = torch.as_tensor(np.ascontiguousarray(displacement, dtype=np.float32))
+    central, worst = jacobian_and_worst(u[None], spacing=spacing)
+    folds = (worst[0, 0] <= 0).numpy().astype(np.uint8)
+    return FieldQuality(central[0, 0].numpy().astype(np.float32, copy=False), folds,
+                        float(folds.mean()))
 
 
 def _masked_values(

@@ -31,7 +31,7 @@ def _smooth_image(shape, seed):
 
 def test_a_training_sample_and_an_inference_input_of_one_image_are_identical(tmp_path):
     model = zoo.load_model("deformable-2d")
-    shape = tuple(model.train_config.data.shape)
+    shape = tuple(model.config.data.shape)
     folder = tmp_path / "images"
     folder.mkdir()
     for name, seed in (("a", 0), ("b", 1)):  # larger than the network's grid: down-sampled
@@ -41,7 +41,7 @@ def test_a_training_sample_and_an_inference_input_of_one_image_are_identical(tmp
     training = {float(b.fixed.sum()): b.fixed for b in data.train_images}
 
     seen = []
-    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    model.network.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
     image = read_image(folder / "a.tif")
     register(image, image, model=model, preset="fast", qa=False)
     (fed,) = seen

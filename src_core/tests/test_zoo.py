@@ -28,7 +28,7 @@ def test_the_zoo_ships_its_models():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_model_matches_its_name_and_keeps_an_identical_pair_still(name):
     model = zoo.load_model(name)
-    cfg = model.train_config
+    cfg = model.config
     assert cfg.model.ndim == int(name[-2])
     assert cfg.model.kind == name.rsplit("-", 1)[0].replace("-", "_")
     shape = tuple(cfg.data.shape)
@@ -68,7 +68,7 @@ def _has_nilearn() -> bool:
 def test_shipped_weights_load_twice_and_give_identical_output(name):
     """Two independent loads on CPU, the same input: bit-identical fields (no hidden randomness)."""
     first, second = zoo.load_model(name, device="cpu"), zoo.load_model(name, device="cpu")
-    shape = tuple(first.train_config.data.shape)
+    shape = tuple(first.config.data.shape)
     pair = synth.synthetic_pair(shape, 1234)
     with torch.no_grad():
         a = first(pair.fixed, pair.moving).displacement

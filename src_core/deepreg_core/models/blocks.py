@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+
 class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` that takes oneDNN's convolution on CPU for every input size.
 

@@ -257,6 +257,18 @@ def tensor_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
         raise _bad_tensor_file(path, error) from None
 
 
+def tensor_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string metadata of a safetensors file's header (empty when it has none)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file.")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except _SAFETENSORS_ERRORS as error:
+        raise _bad_tensor_file(path, error) from None
+
+
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The state-dict shapes of the network ``config`` describes (built on ``meta``: no memory)."""
     from deepreg_core.models import build_model

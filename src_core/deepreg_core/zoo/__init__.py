@@ -17,7 +17,9 @@ Examples
 >>> from deepreg_core import zoo
 >>> "deformable-2d" in zoo.list_models()  # doctest: +SKIP
 True
->>> model = zoo.load_model("deformable-2d")  # doctest: +SKIP
+>>> model = zoo.load("deformable-2d")  # doctest: +SKIP
+>>> model.spec.kind, model.spec.ndim  # doctest: +SKIP
+('deformable', 2)
 """
 
 from __future__ import annotations
@@ -145,25 +147,129 @@ def model_card(name: str) -> str:
     return get(name).card
 
 
-def load_model(name_or_path: str | os.PathLike, device: str | None = None):
-    """Build a model from its config and load its safetensors weights (no code is executed).
+def read_spec(path: str | os.PathLike, config=None):
+    """The :class:`~deepreg_core.zoo.spec.ModelSpec` stored in a model folder's weights.
 
-    Returns the model in eval mode, with ``model.train_config`` set to its ``TrainConfig`` and
-    ``model.zoo_name`` to its name.
+    Read from the safetensors header's metadata (JSON, no code runs); a folder published before
+    specs were stored gets the spec its ``config.yaml`` implies. A stored spec that disagrees
+    with the config (kind or dimensionality) is refused: the folder was assembled by hand.
+    """
+    from deepreg_core.training.checkpoint import tensor_metadata
+    from deepreg_core.zoo.spec import SPEC_KEY, ModelSpec
+
+    path = Path(path)
+    config = check_model_folder(path) if config is None else config
+    implied = ModelSpec.from_config(path.name, config)
+    stored = tensor_metadata(path / "weights.safetensors").get(SPEC_KEY)
+    if stored is None:
+        return implied
+    spec = ModelSpec.from_json(stored, path / "weights.safetensors")
+    if (spec.kind, spec.ndim) != (implied.kind, implied.ndim):
+        raise ValueError(
+            f"{path}: the weights describe a {spec.ndim}D {spec.kind} model but config.yaml a "
+            f"{implied.ndim}D {implied.kind} one; the folder mixes two models. Republish it."
+        )
+    return spec
+
+
+def load(name_or_path: str | os.PathLike, device: str | None = None):
+    """A zoo model as a :class:`~deepreg_core.zoo.spec.LoadedModel` (network, spec, config).
+
+    The folder is validated as a whole first (:func:`check_model_folder`), then the network is
+    built from its config and the safetensors weights loaded (no code is executed). The network
+    is in eval mode, on ``device`` (default: the CPU).
+
+    Examples
+    --------
+    >>> loaded = load("deformable-2d")  # doctest: +SKIP
+    >>> loaded.spec.kind, loaded.spec.working_shape  # doctest: +SKIP
+    ('deformable', (128, 128))
     """
     import torch
 
     from deepreg_core.models import build_model
     from deepreg_core.training.checkpoint import load_state, read_tensors
+    from deepreg_core.zoo.spec import LoadedModel
 
     entry = get(name_or_path)
     cfg = check_model_folder(entry.path)
+    spec = read_spec(entry.path, cfg)
     state = read_tensors(entry.path / "weights.safetensors")
-    model = build_model(cfg.model)
-    load_state(model, state, entry.path / "weights.safetensors")
-    model.eval()
-    model.train_config = cfg
-    model.zoo_name = entry.name
+    network = build_model(cfg.model)
+    load_state(network, state, entry.path / "weights.safetensors")
+    network.eval()
     if device is not None:
-        model.to(torch.device(device))
-    return model
+        network.to(torch.device(device))
+    return LoadedModel(network, spec, cfg)
+
+
+def load_model(name_or_path: str | os.PathLike, device: str | None = None):
+    """Same as :func:`load` (kept for scripts written against the first release)."""
+    return load(name_or_path, device)
+
+
+KIND_ALIASES = {"affine": "affine", "deformable": "deformable", "global-local": "global-local",
+                "global_local": "global-local", "auto": "deformable"}
+
+
+def resolve_name(kind_or_name: str, ndim: int) -> str:
+    """Turn ``"affine"``, ``"deformable"``, ``"global-local"`` (or ``"auto"``) into the zoo name
+    for ``ndim``-D images (``"deformable-3d"``); any other text is returned as it is.
+
+    The one place the widget and the CLI map a model kind to a model.
+
+    Examples
+    --------
+    >>> resolve_name("global-local", 2), resolve_name("my-model", 3)
+    ('global-local-2d', 'my-model')
+    """
+    kind = KIND_ALIASES.get(str(kind_or_name).strip().lower())
+    return f"{kind}-{int(ndim)}d" if kind is not None else str(kind_or_name)
+
+
+def publish(checkpoint: str | os.PathLike, target: str | os.PathLike, card: str,
+            name: str | None = None) -> Path:
+    """Make ``target`` a model folder from a training checkpoint, atomically.
+
+    Writes ``config.yaml``, ``card.md`` and ``weights.safetensors`` (the checkpoint's tensors with
+    the :class:`~deepreg_core.zoo.spec.ModelSpec` in the header's metadata) into a temporary
+    folder inside ``target`` and renames them into place, the weights last, so a listing (which
+    needs the weights) never sees a half-written model. Used by the napari Train widget, the
+    CLI and ``bench/publish_model.py``.
+
+    Parameters
+    ----------
+    checkpoint : path
+        A checkpoint folder (``config.yaml`` + ``weights.safetensors``).
+    target : path
+        The model folder (created; anything else in it, such as ``checkpoints/``, stays).
+    card : str
+        The model card (markdown).
+    name : str, optional
+        The model's name in its spec (default: the target folder's name).
+    """
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from deepreg_core.training.checkpoint import CONFIG, WEIGHTS, read_tensors
+    from deepreg_core.training.config import load_config
+    from deepreg_core.zoo.spec import ModelSpec, spec_metadata
+
+    checkpoint, target = Path(checkpoint), Path(target)
+    cfg = load_config(checkpoint / CONFIG)
+    spec = ModelSpec.from_config(name or target.name, cfg)
+    tensors = read_tensors(checkpoint / WEIGHTS)
+    target.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=target, prefix=".publish-"))
+    try:
+        shutil.copyfile(checkpoint / CONFIG, temp / CONFIG)
+        (temp / "card.md").write_text(card, encoding="utf-8")
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(temp / WEIGHTS),
+                  metadata=dict(spec_metadata(spec)))
+        for file_name in (CONFIG, "card.md", WEIGHTS):
+            os.replace(temp / file_name, target / file_name)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return target
