@@ -432,3 +432,24 @@ def test_a_loss_with_nothing_to_fit_is_refused(tmp_path):
                loss={"similarity_weight": 0.0, "dice_weight": 1.0})
     with pytest.raises(ValueError, match="no term applies"):
         drain(train(cfg))
+
+
+class _OneBadBatch(SyntheticPairs):
+    """Synthetic pairs, except that step 2's fixed image holds 1e30 (its squared error is inf)."""
+
+    def batch(self, step, batch_size, offset=0):
+        batch = super().batch(step, batch_size, offset)
+        if step == 2:
+            batch.fixed[0, 0, 3, 3] = 1e30
+        return batch
+
+
+def test_a_non_finite_loss_skips_its_step_and_clipping_bounds_the_gradient(tmp_path):
+    cfg = tiny(tmp_path, optim={"grad_clip": 1e-3}, validate_every=0)
+    events = list(train(cfg, dataset=_OneBadBatch(cfg.data, cfg.seed)))
+    result = events[-1].result
+    assert result["skipped_steps"] == 1
+    weights = _weights(result["checkpoint"])
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    norms = [row["grad_norm"] for row in result["history"]["train"] if "grad_norm" in row]
+    assert len(norms) == cfg.optim.steps - 1 and min(norms) > 1e-3  # reported before clipping

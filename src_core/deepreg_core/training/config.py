@@ -165,6 +165,9 @@ class OptimConfig(BaseModel):
     steps: int = Field(1000, ge=1, le=100_000_000)
     batch_size: int = Field(1, ge=1, le=1024)
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    grad_clip: float = Field(0.0, ge=0.0, le=1e6)
+    """Clip the gradient's global norm to this (0: off). A step whose loss is not finite is
+    always skipped, whatever this is, so one bad batch cannot poison the weights."""
 
 
 class TrainConfig(BaseModel):

@@ -287,6 +287,7 @@ def _run(
         context.barrier()
         return path
 
+    skipped = 0
     yield Started(total_steps=total, config=cfg.model_dump(mode="json"))
     network.train()
     for step in range(start, total):
@@ -298,8 +299,14 @@ def _run(
         batch = dataset.batch(step, batch_size, offset=context.rank * batch_size).to(device)
         parts = objective(network(batch.fixed, batch.moving), batch)
         optimizer.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        optimizer.step()
+        if context.any(not bool(torch.isfinite(parts["loss"]))):
+            skipped += 1  # a non-finite loss would write NaN into every weight: skip the batch
+        else:
+            parts["loss"].backward()
+            if cfg.optim.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                parts["grad_norm"] = norm.detach()
+            optimizer.step()
 
         done = step + 1
         values = context.mean({k: float(v.detach()) for k, v in parts.items()})
@@ -324,4 +331,5 @@ def _run(
     yield Finished(result={
         "checkpoint": last_saved[1], "step": last_saved[0], "history": history,
         "weights_sha256": weights_digest(model), "output_dir": Path(cfg.output_dir),
+        "skipped_steps": skipped,
     })
