@@ -17,7 +17,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from deepreg_core._validate import check_floating, check_spacing, check_tensor
+from deepreg_core._validate import (
+    check_batched_image,
+    check_spacing,
+    check_tensor,
+)
 
 SCHEMES = ("central", "forward", "backward")
 
@@ -27,16 +31,6 @@ def check_scheme(scheme: object, allowed: Sequence[str] = SCHEMES) -> str:
     if not isinstance(scheme, str) or scheme not in allowed:
         raise ValueError(f"scheme: expected one of {tuple(allowed)}, got {scheme!r}.")
     return scheme
-
-
-def _check_field(x: object, name: str) -> torch.Tensor:
-    x = check_floating(check_tensor(x, name), name)
-    if x.dim() not in (4, 5):
-        raise ValueError(
-            f"{name}: expected shape (B, C, H, W) or (B, C, D, H, W), got {tuple(x.shape)} "
-            f"({x.dim()} dimensions)."
-        )
-    return x
 
 
 def axis_difference(
@@ -111,7 +105,7 @@ def spatial_gradient(
     >>> spatial_gradient(y, spacing=(2.0, 1.0))[0, 0, :, 0, 0]
     tensor([0.5000, 0.0000])
     """
-    x = _check_field(x, "x")
+    x = check_batched_image(x, "x")
     check_scheme(scheme)
     ndim = x.dim() - 2
     h = check_spacing(spacing, ndim)
@@ -148,7 +142,7 @@ def hessian(x: torch.Tensor, *, spacing: Sequence[float] | None = None) -> torch
         derivatives use the 3-point stencil; mixed ones are central differences of central
         differences.
     """
-    x = _check_field(x, "x")
+    x = check_batched_image(x, "x")
     ndim = x.dim() - 2
     h = check_spacing(spacing, ndim)
     first = [axis_difference(x, d, scheme="central", spacing=h[d]) for d in range(ndim)]

@@ -224,6 +224,62 @@ def _resolve_models(model, ndim: int) -> list[LoadedModel]:
     return found
 
 
+@dataclass(frozen=True)
+class RegisterOptions:
+    """The validated options of one registration (what :func:`register_iter` was asked for).
+
+    Built by :meth:`build` from the keyword arguments; every bound is checked there, before any
+    work (or any file) is touched.
+    """
+
+    preset: str
+    chosen: Preset
+    steps: int
+    tolerance: float | None
+    deadline: float | None
+    refine_affine: bool
+    regularization: float | None
+    similarity: str | None
+    qa: bool
+    device: str
+    seed: int
+    start: float
+
+    @classmethod
+    def build(cls, *, preset: str = "auto", refine_steps: int | None = None,
+              tolerance: float | None = None, time_budget: float | None = None,
+              refine_affine: bool = True, regularization: float | None = None,
+              similarity: str | None = None, qa: bool = True, device: str = "auto",
+              seed: int = 0, start: float | None = None) -> RegisterOptions:
+        """Validate and resolve the preset's defaults; ValueError says what is wrong."""
+        start = time.perf_counter() if start is None else start
+        if regularization is not None and not 0 <= float(regularization) <= MAX_REGULARIZATION:
+            raise ValueError(
+                f"regularization: expected a weight in [0, {MAX_REGULARIZATION:g}] (0: none; "
+                f"larger: smoother), got {regularization}. A negative weight rewards folding."
+            )
+        if preset not in PRESETS:
+            raise ValueError(f"preset: expected one of {', '.join(PRESETS)}, got {preset!r}.")
+        chosen = PRESETS[preset]
+        if refine_steps is None:
+            steps, tol = chosen.refine_steps, chosen.tolerance
+        else:
+            steps, tol = int(refine_steps), None
+        tol = tolerance if tolerance is not None else tol
+        if not 0 <= steps <= MAX_REFINE_STEPS:
+            raise ValueError(
+                f"refine_steps: expected an integer in [0, {MAX_REFINE_STEPS}], got "
+                f"{refine_steps}. Use time_budget to bound a long refinement by seconds."
+            )
+        if time_budget is not None and not time_budget > 0:
+            raise ValueError(f"time_budget: expected seconds > 0, got {time_budget}.")
+        return cls(preset=preset, chosen=chosen, steps=steps, tolerance=tol,
+                   deadline=None if time_budget is None else start + float(time_budget),
+                   refine_affine=bool(refine_affine), regularization=regularization,
+                   similarity=similarity, qa=bool(qa), device=device, seed=int(seed),
+                   start=start)
+
+
 # --------------------------------------------------------------------------------------------
 # the job
 
@@ -305,33 +361,17 @@ def register_iter(
     the input is refined again from the identity, and the best-matching candidate — the
     unregistered pair included — is kept.
     """
-    from deepreg_core import losses, metrics, optimize, spatial
+    from deepreg_core import losses, optimize, spatial
 
     t0 = time.perf_counter()
     stop = stop or StopToken()
     _check_pair(fixed, moving)
     _check_extras(fixed, moving, fixed_labels, moving_labels, fixed_points, moving_points)
-    if regularization is not None and not 0 <= float(regularization) <= MAX_REGULARIZATION:
-        raise ValueError(
-            f"regularization: expected a weight in [0, {MAX_REGULARIZATION:g}] (0: none; larger: "
-            f"smoother), got {regularization}. A negative weight rewards folding."
-        )
-    if preset not in PRESETS:
-        raise ValueError(f"preset: expected one of {', '.join(PRESETS)}, got {preset!r}.")
-    chosen = PRESETS[preset]
-    if refine_steps is None:
-        steps, tol = chosen.refine_steps, chosen.tolerance
-    else:
-        steps, tol = int(refine_steps), None
-    tol = tolerance if tolerance is not None else tol
-    if not 0 <= steps <= MAX_REFINE_STEPS:
-        raise ValueError(
-            f"refine_steps: expected an integer in [0, {MAX_REFINE_STEPS}], got {refine_steps}. "
-            "Use time_budget to bound a long refinement by seconds."
-        )
-    if time_budget is not None and not time_budget > 0:
-        raise ValueError(f"time_budget: expected seconds > 0, got {time_budget}.")
-    deadline = None if time_budget is None else t0 + float(time_budget)
+    opts = RegisterOptions.build(
+        preset=preset, refine_steps=refine_steps, tolerance=tolerance, time_budget=time_budget,
+        refine_affine=refine_affine, regularization=regularization, similarity=similarity, qa=qa,
+        device=device, seed=seed, start=t0)
+    steps, tol, deadline, chosen = opts.steps, opts.tolerance, opts.deadline, opts.chosen
     ndim = fixed.ndim
     dev = resolve_device(device)
     torch.manual_seed(seed)
@@ -441,6 +481,25 @@ def register_iter(
         u, affine = candidates[0][2]
         step = total - 1
 
+    result = _assess(
+        fixed, moving, moving_on_fixed, f, m, u, affine, opts,
+        labels=(fixed_labels, moving_labels), points=(fixed_points, moving_points),
+        mi_input=mi_input, notes=notes, names=names, device=dev)
+    yield Progress(step=total, total=total, message="done")
+    yield Finished(result=result)
+
+
+def _assess(fixed: Image, moving: Image, moving_on_fixed: Image, f: torch.Tensor,
+            m: torch.Tensor, u: torch.Tensor, affine: np.ndarray | None, opts: RegisterOptions, *,
+            labels: tuple[Image | None, Image | None],
+            points: tuple[np.ndarray | None, np.ndarray | None], mi_input: float,
+            notes: list[str], names: str, device: torch.device) -> RegistrationResult:
+    """The last stage: warp, measure before/after, quality maps, the guard, the result."""
+    from deepreg_core import losses, metrics, spatial
+
+    dev = device
+    fixed_labels, moving_labels = labels
+    fixed_points, moving_points = points
     with torch.no_grad():
         raw = torch.from_numpy(np.asarray(moving_on_fixed.data, dtype=np.float32))[None, None]
         both = spatial.warp(torch.cat([raw.to(dev), m], dim=1), u, padding="zeros")  # one grid
@@ -453,7 +512,7 @@ def register_iter(
         }
         quality = sal = None
         fold = float("nan")
-        if qa:
+        if opts.qa:
             quality = metrics.field_quality(u[0].cpu())
             fold = quality.folding_fraction
             sal = _saliency(f, warped_n)
@@ -469,8 +528,8 @@ def register_iter(
     worse = guard(values)
     warnings = [f"{what} is worse than before registration" for what in worse]
     values["worse_than_input"] = 1.0 if worse else 0.0
-    values["seconds"] = time.perf_counter() - t0
-    result = RegistrationResult(
+    values["seconds"] = time.perf_counter() - opts.start
+    return RegistrationResult(
         fixed=fixed,
         warped=fixed.with_data(warped_raw[0, 0].cpu().numpy()),
         displacement=u[0].cpu().numpy().astype(np.float32, copy=False),
@@ -482,16 +541,14 @@ def register_iter(
         metrics=values,
         model_name=names,
         device=str(dev),
-        seed=seed,
+        seed=opts.seed,
         warped_labels=warped_labels,
         warped_points=warped_points,
         moving_on_fixed=moving_on_fixed,
         warnings=tuple(warnings),
         notes=tuple(notes),
-        preset=preset,
+        preset=opts.preset,
     )
-    yield Progress(step=total, total=total, message="done")
-    yield Finished(result=result)
 
 
 def _refined(events):

@@ -18,7 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepreg_core._diff import check_mask, hessian, spatial_gradient
-from deepreg_core._validate import check_displacement, check_image
+from deepreg_core._validate import (
+    check_displacement,
+    check_image,
+    check_image_pair,
+)
 
 __all__ = [
     "BendingEnergy",
@@ -38,17 +42,6 @@ __all__ = [
     "ncc",
     "soft_dice",
 ]
-
-
-def _check_pair(a: object, b: object, names: tuple[str, str] = ("a", "b")) -> None:
-    a = check_image(a, names[0])
-    b = check_image(b, names[1])
-    if a.shape != b.shape:
-        raise ValueError(
-            f"{names[0]} and {names[1]}: expected the same shape, got {tuple(a.shape)} and "
-            f"{tuple(b.shape)}. Resample one onto the other's grid "
-            "(deepreg_core.spatial.resample_to) and match the channels."
-        )
 
 
 def _weighted_mean(x: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -79,7 +72,7 @@ def mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> t
     >>> mse(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2))
     tensor(1.)
     """
-    _check_pair(a, b)
+    check_image_pair(a, b)
     weights = None if mask is None else check_mask(mask, a)
     return _weighted_mean((a - b) ** 2, weights).mean()
 
@@ -115,7 +108,7 @@ def ncc(
     >>> float(ncc(x, 2 * x + 3))  # doctest: +SKIP
     1.0
     """
-    _check_pair(a, b)
+    check_image_pair(a, b)
     weights = None if mask is None else check_mask(mask, a)
     shape = (-1,) + (1,) * (a.dim() - 1)
     da = a - _weighted_mean(a, weights).view(shape)
@@ -230,7 +223,7 @@ def local_ncc(
     >>> float(local_ncc(x, 1 - x, window=5))  # doctest: +SKIP
     1.0
     """
-    _check_pair(a, b)
+    check_image_pair(a, b)
     _check_window(window, a.dim() - 2)
     weights = None if mask is None else check_mask(mask, a)
     # Centring per image changes no local statistic but avoids cancellation in E[x^2] - E[x]^2.
@@ -298,7 +291,7 @@ def mutual_information(
     >>> bool(mutual_information(x, x) > mutual_information(x, torch.rand(1, 1, 16, 16)))
     True
     """
-    _check_pair(a, b)
+    check_image_pair(a, b)
     bins = _check_bins(bins)
     if sigma is None:
         sigma = 0.5 / (bins - 1)
@@ -375,7 +368,7 @@ def soft_dice(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-5) -> torch.Tens
     >>> float(soft_dice(m, m))
     1.0
     """
-    _check_pair(a, b)
+    check_image_pair(a, b)
     dims = tuple(range(2, a.dim()))
     overlap = (a * b).sum(dim=dims)
     total = a.sum(dim=dims) + b.sum(dim=dims)

@@ -17,10 +17,9 @@ import torch
 from deepreg_core._diff import axis_difference, check_mask, check_scheme
 from deepreg_core._validate import (
     check_displacement,
-    check_finite,
-    check_floating,
+    check_label_tensor,
+    check_points,
     check_spacing,
-    check_tensor,
 )
 
 __all__ = [
@@ -35,18 +34,6 @@ __all__ = [
 ]
 
 JACOBIAN_SCHEMES = ("central", "forward", "backward", "all")
-
-
-def _check_labels(x: object, name: str) -> torch.Tensor:
-    x = check_tensor(x, name)
-    if x.is_floating_point() or x.is_complex():
-        raise TypeError(
-            f"{name}: expected an integer (or bool) label tensor, got dtype {x.dtype}. "
-            "Round and cast it with .round().long()."
-        )
-    if x.numel() == 0:
-        raise ValueError(f"{name}: expected a non-empty tensor, got shape {tuple(x.shape)}.")
-    return x
 
 
 def dice_per_label(
@@ -75,8 +62,8 @@ def dice_per_label(
     >>> {k: round(v, 3) for k, v in dice_per_label(a, b).items()}
     {1: 0.667, 2: 0.8}
     """
-    a = _check_labels(a, "a")
-    b = _check_labels(b, "b")
+    a = check_label_tensor(a, "a")
+    b = check_label_tensor(b, "b")
     if a.shape != b.shape:
         raise ValueError(
             f"a and b: expected label maps of the same shape, got {tuple(a.shape)} and "
@@ -119,16 +106,6 @@ def mean_dice(a: torch.Tensor, b: torch.Tensor, labels: Iterable[int] | None = N
     return sum(values) / len(values) if values else math.nan
 
 
-def _check_points(p: object, name: str) -> torch.Tensor:
-    p = check_finite(check_floating(check_tensor(p, name), name), name)
-    if p.dim() != 2 or p.shape[1] not in (2, 3):
-        raise ValueError(
-            f"{name}: expected shape (N, 2) or (N, 3) (voxel indices in array order), got "
-            f"{tuple(p.shape)}."
-        )
-    return p
-
-
 def target_registration_error(
     points_a: torch.Tensor, points_b: torch.Tensor, spacing: Sequence[float] | None = None
 ) -> torch.Tensor:
@@ -152,8 +129,8 @@ def target_registration_error(
     >>> target_registration_error(torch.zeros(1, 2), torch.tensor([[1.0, 1.0]]), (3.0, 4.0))
     tensor([5.])
     """
-    points_a = _check_points(points_a, "points_a")
-    points_b = _check_points(points_b, "points_b")
+    points_a = check_points(points_a, "points_a")
+    points_b = check_points(points_b, "points_b")
     if points_a.shape != points_b.shape:
         raise ValueError(
             f"points_a and points_b: expected the same shape (N, ndim), got "

@@ -32,11 +32,16 @@ import torch
 import torch.nn.functional as F
 
 from deepreg_core._validate import (
+    check_batch_pair,
+    check_count,
     check_displacement,
+    check_field,
     check_finite,
     check_floating,
-    check_image,
+    check_matrix,
+    check_moving,
     check_same_spatial,
+    check_shape,
     check_tensor,
 )
 
@@ -54,87 +59,6 @@ def _check_options(mode: object, padding: object) -> tuple[str, str]:
         if value not in allowed:
             raise ValueError(f"{name}: expected one of {allowed}, got {value!r}.")
     return str(mode), str(padding)
-
-
-def _check_shape(shape: Sequence[int], name: str = "shape") -> tuple[int, ...]:
-    if not isinstance(shape, Sequence) or not all(isinstance(n, int) for n in shape):
-        raise TypeError(f"{name}: expected a sequence of 2 or 3 ints, got {shape!r}.")
-    values = tuple(int(n) for n in shape)
-    if len(values) not in (2, 3) or any(n < 1 for n in values):
-        raise ValueError(f"{name}: expected 2 or 3 positive sizes, got {values}.")
-    return values
-
-
-def _check_moving(image: object, mode: str, name: str = "image") -> torch.Tensor:
-    """A float image, or an integer/bool label image when ``mode == "nearest"``."""
-    image = check_tensor(image, name)
-    if image.is_floating_point():
-        return check_image(image, name)
-    if mode != "nearest" or image.is_complex():
-        raise TypeError(
-            f"{name}: expected a floating-point tensor for mode={mode!r}, got dtype {image.dtype}. "
-            "Cast it with .float(), or pass mode='nearest' for integer labels."
-        )
-    if image.dim() not in (4, 5):
-        raise ValueError(
-            f"{name}: expected shape (B, C, H, W) or (B, C, D, H, W), got {tuple(image.shape)}."
-        )
-    return check_finite(image, name)
-
-
-def _check_field(u: object, ndim: int, name: str = "displacement") -> torch.Tensor:
-    """A finite float field with ``ndim`` spatial axes and ``ndim`` channels."""
-    u = check_finite(check_floating(check_tensor(u, name), name), name)
-    if u.dim() != ndim + 2:
-        raise ValueError(
-            f"{name}: expected {ndim} spatial axes like the image, i.e. {ndim + 2} dimensions "
-            f"(B, {ndim}, *spatial), got {u.dim()} (shape {tuple(u.shape)})."
-        )
-    if u.shape[1] != ndim:
-        raise ValueError(
-            f"{name}: expected {ndim} channels (one per spatial axis), got {u.shape[1]} "
-            f"(shape {tuple(u.shape)})."
-        )
-    return u
-
-
-def _check_pair(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> int:
-    """Same device, batch sizes equal or one of them 1; return the broadcast batch size."""
-    if a.device != b.device:
-        raise ValueError(
-            f"{name_a} and {name_b} must be on the same device: got {a.device} and {b.device}. "
-            "Move one with .to(device)."
-        )
-    if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
-        raise ValueError(
-            f"{name_a} and {name_b}: expected equal batch sizes or a batch of 1, got "
-            f"{a.shape[0]} and {b.shape[0]}."
-        )
-    return max(a.shape[0], b.shape[0])
-
-
-def _check_matrix(matrix: object, ndim: int, name: str = "matrix") -> torch.Tensor:
-    """A homogeneous matrix, returned batched as ``(B, ndim + 1, ndim + 1)``."""
-    A = check_finite(check_floating(check_tensor(matrix, name), name), name)
-    if A.dim() not in (2, 3) or A.shape[-2:] != (ndim + 1, ndim + 1):
-        raise ValueError(
-            f"{name}: expected shape ({ndim + 1}, {ndim + 1}) or (B, {ndim + 1}, {ndim + 1}) "
-            f"for {ndim} spatial axes, got {tuple(A.shape)}."
-        )
-    last = torch.zeros(ndim + 1, dtype=A.dtype, device=A.device)
-    last[ndim] = 1
-    if not torch.allclose(A[..., ndim, :], last.expand_as(A[..., ndim, :])):
-        raise ValueError(
-            f"{name}: expected a homogeneous affine with last row {tuple(last.tolist())}, got "
-            f"{A[..., ndim, :].tolist()}."
-        )
-    return A if A.dim() == 3 else A[None]
-
-
-def _check_count(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}.")
-    return value
 
 
 # ----------------------------------------------------------------------------- sampling core
@@ -192,7 +116,7 @@ def identity_grid(shape: Sequence[int], *, device: torch.device | str | None = N
     tensor([[0., 1., 2.],
             [0., 1., 2.]])
     """
-    shape = _check_shape(shape)
+    shape = check_shape(shape)
     axes = [torch.arange(n, device=device, dtype=dtype) for n in shape]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))[None]
 
@@ -222,10 +146,10 @@ def warp(image: torch.Tensor, displacement: torch.Tensor, *, mode: str = "linear
     tensor([1., 2., 3., 4., 0.])
     """
     mode, padding = _check_options(mode, padding)
-    image = _check_moving(image, mode)
-    u = _check_field(displacement, image.dim() - 2)
+    image = check_moving(image, mode)
+    u = check_field(displacement, image.dim() - 2)
     check_same_spatial(image, u, "image", "displacement")
-    batch = _check_pair(image, u, "image", "displacement")
+    batch = check_batch_pair(image, u, "image", "displacement")
     needs_grad = torch.is_grad_enabled() and (image.requires_grad or u.requires_grad)
     if not needs_grad and not bool(u.any()):
         # identity transform: skip the ~1e-7 round trip through normalised coordinates
@@ -257,7 +181,7 @@ def sample_at(image: torch.Tensor, coords: torch.Tensor, *, mode: str = "linear"
     tensor([[2.5000]])
     """
     mode, padding = _check_options(mode, padding)
-    image = _check_moving(image, mode)
+    image = check_moving(image, mode)
     ndim = image.dim() - 2
     if not isinstance(coords, torch.Tensor) or coords.dim() != ndim + 2 or coords.shape[1] != ndim:
         raise ValueError(
@@ -280,8 +204,8 @@ def affine_to_displacement(matrix: torch.Tensor, shape: Sequence[int]) -> torch.
     >>> affine_to_displacement(A, (4, 4))[0, 0, 0, 0]
     tensor(2.)
     """
-    shape = _check_shape(shape)
-    A = _check_matrix(matrix, len(shape))
+    shape = check_shape(shape)
+    A = check_matrix(matrix, len(shape))
     x = identity_grid(shape, device=A.device, dtype=A.dtype)
     return _apply_affine(A, x) - x
 
@@ -302,13 +226,13 @@ def resample(image: torch.Tensor, matrix: torch.Tensor, shape: Sequence[int], *,
     torch.Size([1, 1, 4, 4])
     """
     mode, padding = _check_options(mode, padding)
-    image = _check_moving(image, mode)
+    image = check_moving(image, mode)
     ndim = image.dim() - 2
-    shape = _check_shape(shape)
+    shape = check_shape(shape)
     if len(shape) != ndim:
         raise ValueError(f"shape: expected {ndim} sizes like the image, got {shape}.")
-    A = _check_matrix(matrix, ndim)
-    _check_pair(image, A, "image", "matrix")
+    A = check_matrix(matrix, ndim)
+    check_batch_pair(image, A, "image", "matrix")
     coords = _apply_affine(A, identity_grid(shape, device=A.device, dtype=A.dtype))
     return _sample_any(image, coords, mode, padding)
 
@@ -344,9 +268,9 @@ def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     1.5
     """
     f = check_displacement(first, "first")
-    s = _check_field(second, f.dim() - 2, "second")
+    s = check_field(second, f.dim() - 2, "second")
     check_same_spatial(f, s, "first", "second")
-    _check_pair(f, s, "first", "second")
+    check_batch_pair(f, s, "first", "second")
     return _compose(f, s)
 
 
@@ -368,7 +292,7 @@ def integrate_velocity(velocity: torch.Tensor, *, steps: int = 7) -> torch.Tenso
     torch.Size([1, 3, 8, 8, 8])
     """
     v = check_displacement(velocity, "velocity")
-    steps = _check_count(steps, "steps", 0)
+    steps = check_count(steps, "steps", 0)
     u = v / 2**steps
     for _ in range(steps):
         u = _compose(u, u)
@@ -389,7 +313,7 @@ def invert(displacement: torch.Tensor, *, iterations: int = 20) -> torch.Tensor:
     -0.5
     """
     u = check_displacement(displacement)
-    iterations = _check_count(iterations, "iterations", 1)
+    iterations = check_count(iterations, "iterations", 1)
     w = -u
     for _ in range(iterations - 1):
         w = -_sample(u, _coords(w), "linear", "border")
@@ -412,7 +336,7 @@ def resize_displacement(displacement: torch.Tensor, shape: Sequence[int]) -> tor
     2.0
     """
     u = check_displacement(displacement)
-    shape = _check_shape(shape)
+    shape = check_shape(shape)
     ndim = u.dim() - 2
     old = tuple(u.shape[2:])
     if len(shape) != ndim:
@@ -451,7 +375,7 @@ def transform_points(points: torch.Tensor, displacement: torch.Tensor) -> torch.
         )
     if u.shape[0] != 1:
         raise ValueError(f"displacement: expected a batch of 1, got {u.shape[0]}.")
-    _check_pair(p, u, "points", "displacement")
+    check_batch_pair(p, u, "points", "displacement")
     coords = p.T.reshape(1, ndim, *[1] * (ndim - 1), p.shape[0])
     sampled = _sample(u.to(p.dtype), coords, "linear", "border")
     return p + sampled.reshape(ndim, -1).T

@@ -60,7 +60,7 @@ def test_two_ranks_train_in_lock_step(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        f"--master_port={_free_port()}", "-m", "deepreg_core.training.distributed",
+        f"--master_port={_free_port()}", "-m", "deepreg_core.training.torchrun",
         str(config_path),
     ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
