@@ -277,13 +277,13 @@ def test_mni_pair_ground_truth():
 
 
 def test_mni_pair_without_nilearn_says_how_to_install(monkeypatch):
-    synth._mni_volumes.cache_clear()
-    synth._mni_stack.cache_clear()
+    synth.mni.mni_volumes.cache_clear()
+    synth.mni.mni_stack.cache_clear()
     monkeypatch.setitem(sys.modules, "nilearn", None)
     with pytest.raises(ImportError, match="pip install nilearn"):
         mni_pair((16, 16), 0)
-    synth._mni_volumes.cache_clear()
-    synth._mni_stack.cache_clear()
+    synth.mni.mni_volumes.cache_clear()
+    synth.mni.mni_stack.cache_clear()
 
 
 def test_mni_pair_resolution_1mm_reads_the_same_anatomy():
