@@ -67,7 +67,9 @@ bench-peers: setup
 	$(PY) bench/peers.py
 
 lint: setup
+	$(PY) -m pip install -q -e "./src_core[lint]"
 	$(PY) -m ruff check src_core napari_deepreg tests bench
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

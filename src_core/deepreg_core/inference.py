@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -397,7 +398,7 @@ def register_iter(
     affine, u_affine = None, None
     step = 0
     sim_name = similarity or (stages[-1].spec.similarity if stages else "lncc")
-    refine_options = dict(similarity=sim_name, regularization=regularization, stop=stop,
+    refine_options: dict[str, Any] = dict(similarity=sim_name, regularization=regularization, stop=stop,
                           total=total, tolerance=tol, deadline=deadline)
     if pre_affine:
         refined = yield from _refined(optimize.refine_iter(
@@ -438,9 +439,10 @@ def register_iter(
     # input, else the identity
     mi_affine = score(u_affine) if u_affine is not None else None
     affine_ok = mi_affine is not None and mi_affine >= mi_input * (1 - GUARD_TOLERANCE)
-    fallback = (u_affine, affine) if affine_ok else (torch.zeros_like(u), None)
+    fallback: tuple[torch.Tensor, np.ndarray | None] = (
+        (u_affine, affine) if affine_ok and u_affine is not None else (torch.zeros_like(u), None))
     fallback_name = "the affine stage" if affine_ok else "the identity"
-    reference = mi_affine if affine_ok else mi_input
+    reference = mi_affine if affine_ok and mi_affine is not None else mi_input
     if steps and chosen.fallback and stages and u is not fallback[0] and \
             score(u) < reference * (1 - GUARD_TOLERANCE):
         # the networks made the pair worse: do not seed the refinement with their field

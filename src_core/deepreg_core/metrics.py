@@ -213,9 +213,9 @@ def _jacobian_pass(
         inner = ext[:, :, start - low : stop - low]
         first = [col.narrow(2, start - low, stop - start) for col in _columns(ext, 0, h[0])]
         sides = [first] + [list(_columns(inner, d, h[d])) for d in range(1, ndim)]
-        if central:
+        if out_central is not None:
             out_central[:, 0, start:stop] = _det([0.5 * (f + b) for f, b in sides])
-        if worst:
+        if out_worst is not None:
             if ndim == 2:
                 dets = (_det2(a, b) for a in sides[0] for b in sides[1])
             else:
@@ -265,7 +265,9 @@ def jacobian_determinant(
     h = check_spacing(spacing, ndim)
     if scheme == "all":
         with torch.no_grad():
-            return _jacobian_pass(u, h, central=False, worst=True)[1]
+            lowest = _jacobian_pass(u, h, central=False, worst=True)[1]
+        assert lowest is not None  # asked for (worst=True)
+        return lowest
     columns = [axis_difference(u, d, scheme=scheme, spacing=h[d]) for d in range(ndim)]
     eye = torch.eye(ndim, dtype=u.dtype, device=u.device).view(ndim, ndim, *[1] * ndim)
     return _det([col + eye[d] for d, col in enumerate(columns)]).unsqueeze(1)

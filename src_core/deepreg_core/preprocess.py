@@ -17,7 +17,7 @@ models, losses, training or inference.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -37,8 +37,6 @@ __all__ = [
     "working_shape",
 ]
 
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
-
 PERCENTILE_MAX_VOXELS = 1 << 20
 _FLOAT32_SAFE = float(np.finfo(np.float32).max) / 16  # scales below this stay finite in float32
 
@@ -51,7 +49,11 @@ def _percentiles(flat: np.ndarray, low: float, high: float) -> tuple[float, floa
     return lo, hi
 
 
-def normalize_intensity(data: ArrayT, low: float = 1.0, high: float = 99.0) -> ArrayT:
+@overload
+def normalize_intensity(data: np.ndarray, low: float = ..., high: float = ...) -> np.ndarray: ...
+@overload
+def normalize_intensity(data: torch.Tensor, low: float = ..., high: float = ...) -> torch.Tensor: ...
+def normalize_intensity(data: Any, low: float = 1.0, high: float = 99.0) -> Any:
     """Map the ``low``..``high`` percentiles of ``data`` to 0..1 and clip (float32).
 
     Takes and returns a NumPy array or a torch tensor (same type, float32). Above
