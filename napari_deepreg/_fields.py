@@ -1,7 +1,9 @@
 """Displacement fields as napari layers and files, and their Jacobian analysis.
 
-A displacement-field layer is a napari Image layer whose data has one vector axis of size
-``ndim`` (2 or 3) before or after the ``ndim`` spatial axes: ``(ndim, *spatial)`` (our
+A displacement-field layer is a napari Image layer that holds the field in its metadata
+(``metadata[FIELD_DATA_KEY]``, ``(ndim, *spatial)`` in voxels, the layer showing ``|u|``: what
+File -> Open and the Inspect widget make of a displacement NIfTI), or whose data has one vector
+axis of size ``ndim`` (2 or 3) before or after the ``ndim`` spatial axes: ``(ndim, *spatial)`` (our
 convention, ``docs/conventions.md``) or ``(*spatial, ndim)`` (vectors last, as many tools save
 them). The vectors are taken along the array axes, in voxels of the field's grid, or in world
 units along the array axes (``units="world"``: divided by the layer's scale).
@@ -21,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from deepreg_core import api
-from napari_deepreg._layers import layer_world_matrix
+from napari_deepreg._layers import (
+    FIELD_DATA_KEY,
+    FIELD_KEY,
+    LayerDataTuple,
+    layer_world_matrix,
+    metadata_for,
+    placement_from_affine,
+)
 
 
 def analyse_field(displacement: np.ndarray) -> Any:
@@ -61,6 +70,8 @@ def is_field_layer(layer: Any) -> bool:
     """Whether a napari layer looks like a displacement field (see the module docstring)."""
     if layer.__class__.__name__ != "Image" or getattr(layer, "multiscale", False):
         return False
+    if isinstance(layer.metadata.get(FIELD_DATA_KEY), np.ndarray):
+        return True
     return vector_axis(tuple(np.shape(layer.data))) is not None
 
 
@@ -95,6 +106,9 @@ def field_from_layer(layer: Any, units: str = "voxels") -> tuple[np.ndarray, np.
         )
     if layer.__class__.__name__ != "Image":
         raise TypeError(f"field: expected a napari Image layer, got {layer.__class__.__name__}.")
+    held = layer.metadata.get(FIELD_DATA_KEY)
+    if isinstance(held, np.ndarray):  # a field opened from a file: vectors in voxels
+        return np.array(held, dtype=np.float32), layer_world_matrix(layer)
     data = np.asarray(layer.data)
     axis = vector_axis(data.shape)
     if axis is None:
@@ -124,3 +138,34 @@ def read_field_file(path: str) -> tuple[np.ndarray, Any]:
     expected shape.
     """
     return api.read_displacement(path)
+
+
+def field_layer_data(path: str) -> LayerDataTuple:
+    """A displacement NIfTI as a layer of its magnitude ``|u|`` holding the field (voxels).
+
+    The layer has the field's spatial axes only, so no dims slider appears for the vectors;
+    the Inspect widget reads the field from ``metadata[FIELD_DATA_KEY]``.
+    """
+    from deepreg_core.api import image_stem
+    from napari_deepreg._rendering import displacement_magnitude
+
+    u, grid = read_field_file(path)
+    metadata = metadata_for(grid, {FIELD_KEY: "voxels", FIELD_DATA_KEY: u})
+    magnitude = displacement_magnitude(u, grid.spacing)
+    kwargs = {"name": f"{image_stem(path)} field", "metadata": metadata, "colormap": "viridis",
+              "visible": False, **placement_from_affine(np.asarray(grid.affine))}
+    return magnitude, kwargs, "image"
+
+
+def looks_like_field_file(path: str) -> bool:
+    """Whether a NIfTI header describes a displacement field (intent 1006/1007, or a 5D
+    ``(X, Y, Z, 1, ndim)`` shape), read from the header only."""
+    try:
+        import nibabel as nib
+
+        header = nib.load(path).header
+        shape = tuple(int(n) for n in header.get_data_shape())
+        intent = int(header["intent_code"])
+    except Exception:  # noqa: BLE001 - a reader's probe never raises
+        return False
+    return intent in (1006, 1007) or (len(shape) == 5 and shape[3] == 1 and shape[4] in (2, 3))

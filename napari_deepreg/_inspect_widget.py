@@ -1,7 +1,8 @@
 """The Inspect deformation dock widget: quality control of any displacement field.
 
 Pick a displacement-field layer (a napari Image layer with a vector axis of size ``ndim`` first or
-last, see :mod:`._fields`) or open an ITK/ANTs displacement NIfTI, and get the deformation grid,
+last, or a field opened through File -> Open, see :mod:`._fields`), the last result of a Register
+widget (offered as ``"<moving> (registration)"``), or open an ITK/ANTs displacement NIfTI, and get the deformation grid,
 the Jacobian determinant map (diverging colormap centred on 1), the folds (``det <= 0``, red), the
 displacement magnitude, the folding fraction and a histogram of the Jacobian. Output layers are
 named after the field layer and updated in place on a second analysis.
@@ -15,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, PushButton
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QLabel, QWidget
 
-from deepreg_core import api
 from napari_deepreg import _layers
+from napari_deepreg._docks import scrolling_body
 from napari_deepreg._histogram import JacobianHistogram
 from napari_deepreg._jobs import JobRunner, notify_error
 
@@ -26,15 +27,18 @@ if TYPE_CHECKING:
     import napari
 
 
-def field_layer_placement(matrix: np.ndarray) -> dict[str, Any]:
-    """Placement of a ``(ndim, *spatial)`` layer whose spatial axes have voxel-to-world ``matrix``.
+class OfferedField:
+    """A Register widget's last displacement, offered in the field list without a layer."""
 
-    The vector axis (first) gets scale 1 and no offset.
-    """
-    ndim = matrix.shape[0] - 1
-    full = np.eye(ndim + 2)
-    full[1:, 1:] = matrix
-    return _layers.placement_from_affine(full)
+    def __init__(self, name: str, result: Any) -> None:
+        self.name, self.result = name, result
+
+    def take(self) -> tuple[str, np.ndarray, np.ndarray, str]:
+        """Name, field in voxels, spatial voxel-to-world matrix and world unit."""
+        fixed = self.result.fixed
+        unit = fixed.meta.get("unit", "world units") if hasattr(fixed, "meta") else "world units"
+        return (self.name, np.asarray(self.result.displacement, np.float32),
+                np.asarray(fixed.affine, np.float64), unit)
 
 
 def summarise(stats: Any, magnitude: np.ndarray, unit: str) -> str:
@@ -67,11 +71,14 @@ class InspectWidget(QWidget):
         self.output_layers: dict[str, Any] = {}
         self.jobs = JobRunner(self, lambda _event: None, self._on_finished)
         self._field: tuple[str, np.ndarray, dict[str, Any]] | None = None
+        self._offered: dict[str, OfferedField] = {}  # by moving-layer name, newest last
 
         def field_layers(_widget: Any) -> list[tuple[str, Any]]:
             from napari_deepreg._fields import is_field_layer
 
-            return [(ly.name, ly) for ly in self.viewer.layers if is_field_layer(ly)]
+            layers = [(ly.name, ly) for ly in self.viewer.layers if is_field_layer(ly)]
+            return layers + [(f"{name} (registration)", offered)
+                             for name, offered in self._offered.items()]
 
         self.field_combo = ComboBox(label="field", choices=field_layers, nullable=True)
         self.units_combo = ComboBox(label="vectors in", choices=["voxels", "world"],
@@ -84,7 +91,7 @@ class InspectWidget(QWidget):
         self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.summary_label.setMinimumHeight(4 * self.summary_label.fontMetrics().lineSpacing())
         self.histogram = JacobianHistogram()
-        layout = QVBoxLayout(self)
+        layout = scrolling_body(self)
         layout.addWidget(self.form.native)
         layout.addWidget(self.summary_label)
         layout.addWidget(self.histogram)
@@ -103,15 +110,21 @@ class InspectWidget(QWidget):
             self.field_combo.value = self.field_combo.choices[-1]
 
     # ------------------------------------------------------------------ input
-    def load_file(self, path: str | Path) -> Any:
-        """Open an ITK/ANTs displacement NIfTI as a field layer (vectors in voxels) and pick it."""
-        from napari_deepreg._fields import read_field_file
+    def offer_result(self, name: str, result: Any, select: bool = False) -> OfferedField:
+        """Offer a registration result's displacement as ``"<name> (registration)"``."""
+        self._offered.pop(name, None)
+        offered = self._offered[name] = OfferedField(name, result)
+        self.form.reset_choices()
+        if select or self.field_combo.value is None:
+            self.field_combo.value = offered
+        return offered
 
-        u, grid = read_field_file(str(path))
-        name = f"{api.image_stem(path)} field"
-        metadata = _layers.metadata_for(grid, {_layers.FIELD_KEY: "voxels"})
-        layer = self.viewer.add_image(u, name=name, metadata=metadata, visible=False,
-                                      **field_layer_placement(np.asarray(grid.affine)))
+    def load_file(self, path: str | Path) -> Any:
+        """Open an ITK/ANTs displacement NIfTI as a field layer (the same as File -> Open)."""
+        from napari_deepreg._fields import field_layer_data
+
+        data, kwargs, _ = field_layer_data(str(path))
+        layer = self.viewer.add_image(data, **kwargs)
         self.reset_choices()
         self.field_combo.value = layer
         self.units_combo.value = "voxels"
@@ -121,6 +134,8 @@ class InspectWidget(QWidget):
         """Name, field in voxels, spatial voxel-to-world matrix and world unit of a layer."""
         from napari_deepreg._fields import field_from_layer
 
+        if isinstance(layer, OfferedField):
+            return layer.take()
         u, matrix = field_from_layer(layer, self.units_combo.value)
         unit = layer.metadata.get(_layers.META_KEY, {}).get("unit", "world units")
         return layer.name, u, matrix, unit
@@ -157,11 +172,11 @@ class InspectWidget(QWidget):
               outputs: dict[str, Any]) -> None:
         from napari_deepreg._rendering import jacobian_limits
         from napari_deepreg._results import (
-            GRID_STYLE,
-            JACOBIAN_COLORMAP,
             LayerSpec,
             fold_colormap,
-            grid_placement,
+            grid_spec,
+            jacobian_colormap,
+            robust_limits,
             show_specs,
         )
 
@@ -170,18 +185,19 @@ class InspectWidget(QWidget):
         place.setdefault("scale", [1.0] * u.shape[0])
         place.setdefault("translate", [0.0] * u.shape[0])
         specs = [
+            grid_spec(outputs["grid"], f"{name} grid", place, u.shape[1:]),
             LayerSpec("jacobian", f"{name} jacobian", "image", stats.jacobian,
-                      {"colormap": JACOBIAN_COLORMAP,
+                      {"colormap": jacobian_colormap(), "blending": "translucent",
                        "contrast_limits": jacobian_limits(stats.jacobian)}),
             LayerSpec("folds", f"{name} folds", "labels", stats.folds,
                       {"colormap": fold_colormap()}),
             LayerSpec("magnitude", f"{name} |u|", "image", outputs["magnitude"],
-                      {"colormap": "viridis", "visible": False}),
-            LayerSpec("grid", f"{name} grid", "image", outputs["grid"], dict(GRID_STYLE)),
+                      {"colormap": "viridis", "visible": False,
+                       "contrast_limits": robust_limits(outputs["magnitude"])}),
         ]
         for spec in specs:
-            spec.kwargs.update(grid_placement(place, u.shape[1:], outputs["grid"].shape)
-                               if spec.role == "grid" else place)
+            if spec.role != "grid":
+                spec.kwargs.update(place)
             spec.kwargs["metadata"] = {_layers.RESULT_KEY: {"role": spec.role, "source": name}}
         self.output_layers = show_specs(self.viewer, specs, name)
         self.stats, self._field = stats, (name, u, place)
@@ -192,14 +208,17 @@ class InspectWidget(QWidget):
         return _layers.displayed_axes(self.viewer, ndim)
 
     def _refresh_grid(self, *_: Any) -> None:
-        from napari_deepreg._results import grid_image
+        from napari_deepreg._results import grid_picture, grid_spec, show_specs
 
         layer = self.output_layers.get("grid")
         if self._field is None or layer is None or layer not in self.viewer.layers:
             return
-        _, u, _ = self._field
+        name, u, place = self._field
         if u.shape[0] == 3:
-            layer.data = grid_image(u, self._displayed_axes(3))
+            spec = grid_spec(grid_picture(u, self._displayed_axes(3)), layer.name, place,
+                             u.shape[1:])
+            spec.kwargs["metadata"] = layer.metadata
+            self.output_layers["grid"] = show_specs(self.viewer, [spec], name)["grid"]
 
     def _open_clicked(self, *_: Any) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open displacement field", "",
@@ -215,11 +234,11 @@ def _compute(u: np.ndarray, matrix: np.ndarray, displayed: tuple[int, ...]) -> d
     """Everything shown for a field (pure; runs in a worker thread for the Analyse button)."""
     from napari_deepreg._fields import analyse_field
     from napari_deepreg._rendering import displacement_magnitude
-    from napari_deepreg._results import grid_image
+    from napari_deepreg._results import grid_picture
 
     spacing = np.linalg.norm(matrix[:-1, :-1], axis=0)
     return {
         "stats": analyse_field(u),
         "magnitude": displacement_magnitude(u, spacing),
-        "grid": grid_image(u, displayed),
+        "grid": grid_picture(u, displayed),
     }

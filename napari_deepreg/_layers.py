@@ -35,6 +35,11 @@ RESULT_KEY = "deepreg_result"
 FIELD_KEY = "deepreg_field_units"
 """``layer.metadata`` key on displacement-field layers: the units of the vectors (``"voxels"``)."""
 
+FIELD_DATA_KEY = "deepreg_field"
+"""``layer.metadata`` key: a displacement field ``(ndim, *spatial)`` in voxels, held by a layer
+that shows its magnitude (what File -> Open makes of a displacement NIfTI: no vector axis, so no
+stray dims slider)."""
+
 LABEL_NAME_HINTS = ("label", "seg", "aseg", "parc", "mask", "atlas")
 MAX_LABELS = 64  # integer images with at most this many distinct values are read as labels
 

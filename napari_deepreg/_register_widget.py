@@ -7,7 +7,12 @@ events update the progress bar; the result arrives as layers named after the mov
 ``napari.utils.notifications.show_error`` messages, never traceback dialogs. Sub-widgets are
 attributes (``fixed_combo``, ``run_button``...) so tests can set values and press buttons; the
 actions behind buttons are methods (``run``, ``cancel``, ``apply_to_layer``, ``export_warped``,
-``export_transform``) that tests call with paths instead of file dialogs.
+``export_transform``, ``clear_results``, ``inspect_field``) that tests call with paths instead
+of file dialogs.
+
+The user's own layers are left as they were unless "overlay" is ticked (the fixed layer tinted
+green, the moving layer hidden); "Clear results" removes every output layer of this widget and
+gives the user's layers back their colormap and visibility.
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from magicgui.widgets import (
     SpinBox,
 )
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFileDialog, QLabel, QTextBrowser, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QTextBrowser, QWidget
 from superqt import QCollapsible
 
 from deepreg_core import api
 from napari_deepreg import _layers
+from napari_deepreg._docks import docked, scrolling_body
 from napari_deepreg._jobs import JobRunner, notify_error, notify_info, notify_warning
+from napari_deepreg._register_actions import ResultActions
 from napari_deepreg._register_job import JobFailed, Rendered, format_metrics, registration_job
 
 if TYPE_CHECKING:
@@ -48,13 +55,33 @@ PRESET_HELP = {
 }
 
 
+OVERLAY_TEXT = "green/magenta overlay (tints fixed, hides moving; Clear restores)"
+
+
+def constant_image_error(image: Any, role: str, name: str) -> str | None:
+    """The message for an image with one value everywhere (nothing to align), else None.
+
+    Examples
+    --------
+    >>> from deepreg_core.api import Image
+    >>> constant_image_error(Image.from_array(np.zeros((4, 4))), "moving", "m")
+    "moving 'm' is constant (every voxel is 0): there is nothing to align. Pick an image with structure."
+    """
+    data = image.data
+    low, high = float(np.min(data)), float(np.max(data))
+    if high > low:
+        return None
+    return (f"{role} {name!r} is constant (every voxel is {low:g}): there is nothing to align. "
+            "Pick an image with structure.")
+
+
 def is_spatial_image(layer: Any) -> bool:
     """A 2D or 3D image layer that is not a displacement field opened by the Inspect widget."""
     return (layer.__class__.__name__ == "Image" and layer.ndim in (2, 3)
             and _layers.FIELD_KEY not in layer.metadata)
 
 
-class RegisterWidget(QWidget):
+class RegisterWidget(ResultActions, QWidget):
     """Register a moving image layer to a fixed one with a pretrained model (+ refinement)."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
@@ -68,6 +95,8 @@ class RegisterWidget(QWidget):
         self._place: dict[str, Any] = {}
         self._inverse: Any = None  # the inverse field, computed when points are first warped
         self._pending: tuple[Any, ...] = ()  # (fixed layer, moving layer) of the running job
+        self._sources: set[str] = set()  # moving-layer names this widget made output layers for
+        self._restore: dict[Any, tuple[Any, bool]] = {}  # user layer -> (colormap, visible)
 
         def layers_of(*kinds: str):
             def choices(_widget: Any) -> list[tuple[str, Any]]:
@@ -107,6 +136,14 @@ class RegisterWidget(QWidget):
         self.metrics_label = QLabel("")
         self.metrics_label.setMinimumHeight(5 * self.metrics_label.fontMetrics().lineSpacing())
         self.metrics_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        from napari_deepreg._results import KEEP_CHOICES
+
+        self.keep_combo = ComboBox(label="keep", choices=list(KEEP_CHOICES),
+                                   value="warped + grid",
+                                   tooltip="Which result layers a run adds (QA maps start hidden)")
+        self.overlay_check = CheckBox(text=OVERLAY_TEXT, value=True)
+        self.clear_button = PushButton(text="Clear results")
+        self.inspect_button = PushButton(text="Inspect the field", enabled=False)
         self.apply_combo = ComboBox(label="apply to",
                                     choices=layers_of("Image", "Labels", "Points"), nullable=True)
         self.apply_button = PushButton(text="Apply transform to layer", enabled=False)
@@ -115,9 +152,17 @@ class RegisterWidget(QWidget):
 
         self.form = Container(widgets=[
             self.fixed_combo, self.moving_combo, self.model_combo, self.device_combo,
-            self.preset_combo, self.refine_check, self.steps_spin, self.refine_affine_check, self.reg_default_check,
+            self.preset_combo,
+        ])
+        self.refinement = Container(widgets=[
+            self.refine_check, self.steps_spin, self.refine_affine_check, self.reg_default_check,
             self.reg_spin,
         ])
+        self.refinement_box = QCollapsible("Refinement options")
+        self.refinement_box.addWidget(self.refinement.native)
+        self.outputs = Container(widgets=[self.keep_combo, self.overlay_check, self.clear_button])
+        self.outputs_box = QCollapsible("Output layers")
+        self.outputs_box.addWidget(self.outputs.native)
         self.card_text = QTextBrowser()
         self.card_text.setMinimumHeight(160)
         self.card = QCollapsible("Model card")
@@ -134,12 +179,13 @@ class RegisterWidget(QWidget):
             self.progress, self.status_label,
         ])
         self.actions = Container(widgets=[
-            self.apply_combo, self.apply_button, self.export_warped_button,
-            self.export_transform_button,
+            self.inspect_button, self.apply_combo, self.apply_button,
+            Container(widgets=[self.export_warped_button, self.export_transform_button],
+                      layout="horizontal", labels=False),
         ])
-        layout = QVBoxLayout(self)
-        parts = (self.form.native, self.card, self.evaluation_box, self.controls.native,
-                 self.metrics_label, self.actions.native)
+        layout = scrolling_body(self)
+        parts = (self.form.native, self.refinement_box, self.card, self.evaluation_box,
+                 self.outputs_box, self.controls.native, self.metrics_label, self.actions.native)
         for part in parts:
             layout.addWidget(part)
         layout.addStretch(1)
@@ -149,8 +195,11 @@ class RegisterWidget(QWidget):
         self.apply_button.changed.connect(self._apply_clicked)
         self.export_warped_button.changed.connect(self._export_warped_clicked)
         self.export_transform_button.changed.connect(self._export_transform_clicked)
+        self.clear_button.changed.connect(self.clear_results)
+        self.inspect_button.changed.connect(self._inspect_clicked)
+        self.overlay_check.changed.connect(self._overlay_changed)
         self.model_combo.changed.connect(self._update_card)
-        self.fixed_combo.changed.connect(self._update_card)
+        self.fixed_combo.changed.connect(self._fixed_changed)
         self.refine_check.changed.connect(self._update_enabled)
         self.preset_combo.changed.connect(self._update_enabled)
         self.steps_spin.changed.connect(self._update_enabled)
@@ -166,6 +215,7 @@ class RegisterWidget(QWidget):
         for container in (self.form, self.evaluation, self.actions):
             container.reset_choices()
         self._pick_default_pair()
+        self._pick_default_labels()
 
     def _pick_default_pair(self) -> None:
         images = [ly for ly in self.viewer.layers
@@ -177,20 +227,52 @@ class RegisterWidget(QWidget):
             others = [ly for ly in images if ly != self.fixed_combo.value]
             self.moving_combo.value = by_name.get("moving", others[0])
 
-    def _model_choices(self, _widget: Any = None) -> list[str]:
-        names = list(MODEL_KINDS) + [n for n in api.list_models() if n not in MODEL_KINDS]
-        return names + [n for n in self._extra_models if n not in names]
+    def _pick_default_labels(self) -> None:
+        """Pick layers named "fixed labels" / "moving labels" for Dice when none is chosen."""
+        for combo, name in ((self.fixed_labels_combo, "fixed labels"),
+                            (self.moving_labels_combo, "moving labels")):
+            if combo.value is None and name in self.viewer.layers:
+                layer = self.viewer.layers[name]
+                if layer.__class__.__name__ == "Labels":
+                    combo.value = layer
 
-    def add_model(self, name: str, model: Any) -> None:
-        """Offer a model built in this session (e.g. by the Train widget) under ``name``."""
-        self._extra_models[name] = model
+    def _fixed_changed(self, *_: Any) -> None:
         self.model_combo.reset_choices()
-        self.model_combo.value = name
+        self._update_card()
+
+    def _model_choices(self, _widget: Any = None) -> list[str]:
+        """The models that can register the chosen fixed layer's dimensionality."""
+        layer = self.fixed_combo.value if hasattr(self, "fixed_combo") else None
+        ndim = layer.ndim if layer is not None else None
+        zoo = api.list_models(ndim)
+        kinds = [kind for kind in MODEL_KINDS if ndim is None or all(
+            api.resolve_model_name(part, ndim) in zoo for part in kind.split("+"))]
+        names = kinds + [n for n in zoo if n not in MODEL_KINDS]
+        extra = [n for n, model in self._extra_models.items()
+                 if n not in names and (ndim is None or _model_ndim(model) in (None, ndim))]
+        return names + extra
+
+    def add_model(self, name: str, model: Any, select: bool = True) -> None:
+        """Offer a model built in this session (e.g. by the Train widget) under ``name``.
+
+        ``model`` is a network or the path of a model folder; ``select=False`` adds it to the
+        list without changing the model the user picked.
+        """
+        self._extra_models[name] = model
+        current = self.model_combo.value
+        self.model_combo.reset_choices()
+        if select:
+            self.model_combo.value = name
+        elif current in self.model_combo.choices:
+            self.model_combo.value = current
 
     def _update_card(self, *_: Any) -> None:
         name = self.model_combo.value
-        if name in self._extra_models:
-            text = f"# {name}\nA model added in this session (not saved in the zoo)."
+        model = self._extra_models.get(name)
+        if isinstance(model, (str, Path)) and (Path(model) / "card.md").is_file():
+            text = api.model_card(str(model))
+        elif name in self._extra_models:
+            text = f"# {name}\nA network built in this session (not saved as a model folder)."
         else:
             layer = self.fixed_combo.value
             ndim = layer.ndim if layer is not None else 2
@@ -226,6 +308,10 @@ class RegisterWidget(QWidget):
                 f"{moving_layer.name!r} is {moving.ndim}D {moving.shape}; pick two 2D or two 3D "
                 "images."
             )
+        for image, role, layer in ((fixed, "fixed", fixed_layer), (moving, "moving", moving_layer)):
+            message = constant_image_error(image, role, layer.name)
+            if message:
+                raise ValueError(message)
         model = self.model_combo.value
         if model is None:
             raise ValueError("model: no model chosen. Pick one from the list.")
@@ -267,9 +353,12 @@ class RegisterWidget(QWidget):
         """Start a registration in a worker thread (Run button)."""
         if self.jobs.running:
             return
+        self.metrics_label.setText("")  # never show the last run's numbers next to this one
+        self.progress.value = 0
         try:
             fixed, moving, options = self._collect()
         except (ValueError, TypeError) as error:
+            self.status_label.value = "not started: see the notification"
             notify_error(str(error))
             return
         self._pending = (self.fixed_combo.value, self.moving_combo.value)
@@ -288,7 +377,8 @@ class RegisterWidget(QWidget):
         self.run_button.enabled = not running
         self.cancel_button.enabled = running
         has_result = self.result is not None and not running
-        for button in (self.apply_button, self.export_warped_button, self.export_transform_button):
+        for button in (self.apply_button, self.export_warped_button, self.export_transform_button,
+                       self.inspect_button):
             button.enabled = has_result
 
     def _on_event(self, event: Any) -> None:
@@ -301,9 +391,12 @@ class RegisterWidget(QWidget):
             self.progress.value = min(int(event.step), self.progress.max)
             self.status_label.value = event.message
         elif isinstance(event, api.Stopped):
-            self.status_label.value = f"cancelled at step {event.step}; no layer was changed"
+            done = round(100 * self.progress.value / max(self.progress.max, 1))
+            self.status_label.value = f"cancelled at {done} %; no layer was changed"
         elif isinstance(event, JobFailed):
-            self.status_label.value = "failed"
+            self.status_label.value = "failed: see the notification"
+            self.metrics_label.setText("")
+            self.progress.value = 0
             notify_error(event.message)
         elif isinstance(event, Rendered):
             self._show_result(event)
@@ -330,20 +423,31 @@ class RegisterWidget(QWidget):
 
     def _present(self, result: Any, outputs: dict[str, Any], fixed_layer: Any,
                  moving_layer: Any) -> None:
-        from napari_deepreg._results import registration_specs, show_specs
+        from napari_deepreg._inspect_widget import InspectWidget
+        from napari_deepreg._results import (
+            KEEP_CHOICES,
+            registration_specs,
+            remove_outputs,
+            show_specs,
+        )
 
         source = moving_layer.name
         self.result, self._source, self._inverse = result, source, None
         self._place = _layers.placement_like(fixed_layer)
-        specs = registration_specs(result, outputs, source, self._place)
+        keep = self.keep_combo.value
+        specs = registration_specs(result, outputs, source, self._place, keep)
+        remove_outputs(self.viewer, source, (*KEEP_CHOICES[keep], "warped labels",
+                                             "warped points", "applied"))
         self.output_layers = show_specs(self.viewer, specs, source)
-        if fixed_layer in self.viewer.layers:
-            fixed_layer.colormap = "green"  # green fixed + magenta warped: white where they agree
-        if moving_layer in self.viewer.layers:
-            moving_layer.visible = False
+        self._sources.add(source)
+        self._user_layers = (fixed_layer, moving_layer)
+        if self.overlay_check.value:
+            self._apply_overlay()
         self.metrics_label.setText(format_metrics(result.metrics, result.model_name,
                                                   result.device))
         self.status_label.value = "done"
+        for inspect in docked(self.viewer, InspectWidget):
+            inspect.offer_result(source, result)
 
         if result.notes:  # a fallback the preset took: information, the result is fine
             notify_info(f"{moving_layer.name}: " + "; ".join(result.notes))
@@ -357,87 +461,24 @@ class RegisterWidget(QWidget):
 
     def _refresh_grid(self, *_: Any) -> None:
         """Re-render a 3D grid for the axes now on screen (slice plane or 3D lattice)."""
-        from napari_deepreg._results import grid_image
+        from napari_deepreg._results import grid_picture, grid_spec, show_specs
 
         layer = self.output_layers.get("grid")
         if self.result is None or layer is None or layer not in self.viewer.layers:
             return
         if self.result.fixed.ndim == 3:
-            layer.data = grid_image(self.result.displacement, self._displayed_axes(3))
+            picture = grid_picture(self.result.displacement, self._displayed_axes(3))
+            spec = grid_spec(picture, layer.name, self._place, self.result.fixed.shape)
+            spec.kwargs["metadata"] = layer.metadata
+            self.output_layers["grid"] = show_specs(self.viewer, [spec], self._source)["grid"]
 
-    # ------------------------------------------------------------------ use the result
-    def apply_to_layer(self, layer: Any) -> Any:
-        """Warp another layer of the moving space onto the fixed grid; returns the new layer.
 
-        Images are interpolated linearly, labels with nearest neighbour, points moved through the
-        inverse transform. The output is named ``"<layer> warped"`` and updated on a re-run.
-        """
-        from napari_deepreg._results import LayerSpec, show_specs
-
-        if self.result is None:
-            raise ValueError("No registration result yet: press Run first.")
-        kind = layer.__class__.__name__
-        if kind == "Points":
-            matrix = _layers.layer_world_matrix(layer)
-            world = layer.data @ matrix[:-1, :-1].T + matrix[:-1, -1]
-            if world.shape[1] != self.result.fixed.ndim:
-                raise ValueError(f"{layer.name!r}: expected {self.result.fixed.ndim}D points.")
-            if self._inverse is None:
-                self._inverse = api.inverse_displacement(self.result)
-            data = api.moving_points_to_fixed(self.result, world, self._inverse)
-            size = float(np.mean(layer.size)) if len(layer.size) else 3.0
-            layer_type, style = "points", {"face_color": "yellow", "size": size}
-        elif kind in ("Image", "Labels"):
-            labels = kind == "Labels"
-            image = _layers.layer_to_image(layer, layer.name, kind="labels" if labels else "image")
-            data = api.apply_transform(self.result, image,
-                                       mode="nearest" if labels else "linear").data
-            layer_type, style = kind.lower(), {"opacity": 0.5} if labels else {}
-        else:
-            raise TypeError(
-                f"{layer.name!r}: expected an Image, Labels or Points layer, got {kind}."
-            )
-        spec = LayerSpec("applied", f"{layer.name} warped", layer_type, data,
-                         {**style, **self._place})
-        spec.kwargs["metadata"] = {**_layers.metadata_for(self.result.fixed),
-                                   _layers.RESULT_KEY: {"role": "applied", "source": layer.name}}
-        return show_specs(self.viewer, [spec], layer.name)["applied"]
-
-    def export_warped(self, path: str | Path) -> Path:
-        """Save the warped image (fixed grid and header) to ``path``."""
-        if self.result is None:
-            raise ValueError("No registration result yet: press Run first.")
-        return api.save_warped(self.result, path)
-
-    def export_transform(self, path: str | Path) -> list[Path]:
-        """Save the displacement field (ITK/ANTs NIfTI) and, if any, the affine (``.tfm``)."""
-        if self.result is None:
-            raise ValueError("No registration result yet: press Run first.")
-        return api.save_transform(self.result, path)
-
-    def _guarded(self, action: Any, *args: Any) -> Any:
+def _model_ndim(model: Any) -> int | None:
+    """The dimensionality a model folder or network works on (None when it does not say)."""
+    if isinstance(model, (str, Path)):
         try:
-            return action(*args)
-        except (ValueError, TypeError, OSError) as error:
-            notify_error(str(error))
+            return int(api.model_entry(str(model)).config().model.ndim)
+        except (ValueError, OSError):
             return None
-
-    def _apply_clicked(self, *_: Any) -> None:
-        if self.apply_combo.value is None:
-            notify_error("apply to: no layer chosen. Pick an image, labels or points layer.")
-            return
-        self._guarded(self.apply_to_layer, self.apply_combo.value)
-
-    def _export_warped_clicked(self, *_: Any) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save warped image", f"{self._source} warped.nii.gz",
-            "NIfTI (*.nii.gz *.nii);;TIFF (*.tif)")
-        if path:
-            self._guarded(self.export_warped, path)
-
-    def _export_transform_clicked(self, *_: Any) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save transform (displacement field)", f"{self._source}_warp.nii.gz",
-            "NIfTI displacement field (*.nii.gz *.nii)")
-        if path:
-            self._guarded(self.export_transform, path)
+    ndim = getattr(getattr(model, "config", None), "ndim", None)
+    return int(ndim) if ndim is not None else getattr(model, "ndim", None)

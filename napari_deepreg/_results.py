@@ -17,9 +17,18 @@ import numpy as np
 from napari_deepreg import _rendering
 from napari_deepreg._layers import RESULT_KEY, metadata_for
 
-JACOBIAN_COLORMAP = "PiYG"  # diverging: pink < 1 (shrink), white = 1, green > 1 (grow)
 GRID_STYLE = {"colormap": "gray", "blending": "additive", "contrast_limits": (0.0, 1.0),
-              "opacity": 0.35}
+              "opacity": 0.25}
+GRID_PATH_STYLE = {"shape_type": "path", "edge_color": "white", "edge_width": 0.4,
+                   "opacity": 0.5, "blending": "additive"}
+
+KEEP_CHOICES = {
+    "warped + grid": ("warped", "grid", "folds"),
+    "warped only": ("warped",),
+    "warped + QA maps": ("warped", "grid", "folds", "checkerboard", "difference", "jacobian",
+                         "magnitude", "saliency"),
+}
+"""Which output layers a run keeps (labels and points warped on request are always kept)."""
 
 
 @dataclass
@@ -31,6 +40,21 @@ class LayerSpec:
     layer_type: str
     data: np.ndarray
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def jacobian_colormap() -> Any:
+    """PiYG (pink < 1 shrinks, green > 1 grows) fading to transparent at 1.
+
+    Where the field neither shrinks nor grows (most of the background) the anatomy shows
+    through; opacity is full from a quarter of the contrast range away from 1.
+    """
+    from napari.utils.colormaps import Colormap, ensure_colormap
+
+    base = ensure_colormap("PiYG")
+    colors = np.array(base.colors, dtype=np.float64)
+    t = np.linspace(0.0, 1.0, colors.shape[0])
+    colors[:, 3] = np.clip(np.abs(t - 0.5) / 0.125, 0.0, 1.0)
+    return Colormap(colors=colors, name="PiYG transparent at 1", interpolation="linear")
 
 
 def fold_colormap() -> Any:
@@ -56,7 +80,7 @@ def render_outputs(result: Any, displayed: tuple[int, ...] | None = None) -> dic
         "jacobian": stats.jacobian,
         "folds": stats.folds,
         "magnitude": _rendering.displacement_magnitude(result.displacement, result.fixed.spacing),
-        "grid": grid_image(result.displacement, displayed),
+        "grid": grid_picture(result.displacement, displayed),
     }
 
 
@@ -79,7 +103,8 @@ def grid_placement(place: dict[str, Any], field_shape: tuple[int, ...],
 
 
 def registration_specs(
-    result: Any, outputs: dict[str, np.ndarray], moving_name: str, place: dict[str, Any]
+    result: Any, outputs: dict[str, Any], moving_name: str, place: dict[str, Any],
+    keep: str = "warped + grid",
 ) -> list[LayerSpec]:
     """The output layers of a registration, bottom to top, placed with ``place``.
 
@@ -92,32 +117,40 @@ def registration_specs(
         Names the layers (``"<moving> warped"``...) and tags them for the next run.
     place : dict
         napari placement keywords of the fixed layer (:func:`placement_like`).
+    keep : str
+        A key of :data:`KEEP_CHOICES`: which layers to make. The grid is the bottom layer, under
+        the warped overlay; QA maps start hidden; folds show only when there are some.
     """
     warped = np.asarray(result.warped.data, dtype=np.float32)
     folds = outputs["folds"]
-    specs = [
+    kept = KEEP_CHOICES[keep]
+    grid = [grid_spec(outputs["grid"], f"{moving_name} grid", place, warped.shape)]
+    specs = grid + [
         LayerSpec("warped", f"{moving_name} warped", "image", warped,
                   {"colormap": "magenta", "blending": "additive",
-                   "contrast_limits": _robust_limits(warped)}),
+                   "contrast_limits": robust_limits(warped)}),
         LayerSpec("checkerboard", f"{moving_name} checkerboard", "image", outputs["checkerboard"],
                   {"colormap": "gray", "contrast_limits": (0.0, 1.0), "visible": False}),
         LayerSpec("difference", f"{moving_name} difference", "image", outputs["difference"],
-                  {"colormap": "bwr", "contrast_limits": (-1.0, 1.0), "visible": False}),
+                  {"colormap": "bwr", "contrast_limits": symmetric_limits(outputs["difference"]),
+                   "visible": False}),
         LayerSpec("jacobian", f"{moving_name} jacobian", "image", outputs["jacobian"],
-                  {"colormap": JACOBIAN_COLORMAP,
+                  {"colormap": jacobian_colormap(), "blending": "translucent",
                    "contrast_limits": _rendering.jacobian_limits(outputs["jacobian"]),
                    "visible": False}),
         LayerSpec("folds", f"{moving_name} folds", "labels", folds,
                   {"colormap": fold_colormap(), "visible": bool(folds.any())}),
         LayerSpec("magnitude", f"{moving_name} |u|", "image", outputs["magnitude"],
-                  {"colormap": "viridis", "visible": False}),
+                  {"colormap": "viridis", "contrast_limits": robust_limits(outputs["magnitude"]),
+                   "visible": False}),
         LayerSpec("saliency", f"{moving_name} saliency", "image",
                   np.asarray(result.saliency, dtype=np.float32),
-                  {"colormap": "inferno", "blending": "additive", "contrast_limits": (0.0, 1.0),
+                  {"colormap": "inferno", "blending": "additive",
+                   "contrast_limits": robust_limits(np.asarray(result.saliency)),
                    "visible": False}),
-        LayerSpec("grid", f"{moving_name} grid", "image", outputs["grid"], GRID_STYLE.copy()),
     ]
-    grid_place = grid_placement(place, warped.shape, outputs["grid"].shape)
+    specs = [spec for spec in specs if spec.role in kept
+             and not (spec.role == "folds" and keep != "warped + QA maps" and not folds.any())]
     if result.warped_labels is not None:
         specs.append(LayerSpec("warped labels", f"{moving_name} warped labels", "labels",
                                np.asarray(result.warped_labels.data),
@@ -128,13 +161,47 @@ def registration_specs(
                                {"face_color": "yellow", "size": 3.0}))
     meta = metadata_for(result.fixed)
     for spec in specs:
-        spec.kwargs.update(grid_place if spec.role == "grid" else place)
+        if spec.role != "grid":
+            spec.kwargs.update(place)
         spec.kwargs["metadata"] = {**meta, RESULT_KEY: {"role": spec.role, "source": moving_name}}
     return specs
 
 
-def _robust_limits(data: np.ndarray) -> tuple[float, float]:
+def grid_spec(grid: Any, name: str, place: dict[str, Any], field_shape: tuple[int, ...]
+              ) -> LayerSpec:
+    """The grid layer: an image (2D, slices) or 3D polylines (:func:`grid_picture`)."""
+    if isinstance(grid, list):
+        return LayerSpec("grid", name, "shapes", grid, {**GRID_PATH_STYLE, **place})
+    return LayerSpec("grid", name, "image", grid,
+                     {**GRID_STYLE, **grid_placement(place, field_shape, grid.shape)})
+
+
+def grid_picture(displacement: np.ndarray, displayed: tuple[int, ...] | None) -> Any:
+    """What the grid layer shows: polylines when a 3D field is rendered in 3D, else an image."""
+    if displacement.shape[0] == 3 and displayed is not None and len(displayed) == 3:
+        return _rendering.grid_paths(displacement)
+    return grid_image(displacement, displayed)
+
+
+def symmetric_limits(data: np.ndarray, percentile: float = 99.0) -> tuple[float, float]:
+    """``(-r, r)`` with ``r`` the ``percentile`` of ``|data|``: a diverging map that shows detail.
+
+    Examples
+    --------
+    >>> symmetric_limits(np.linspace(-0.1, 0.1, 101))
+    (-0.099, 0.099)
+    """
+    values = np.abs(np.asarray(data, dtype=np.float64))
+    spread = float(np.percentile(values, percentile)) if values.size else 0.0
+    spread = round(spread, 6) if spread > 0 else 1e-3
+    return (-spread, spread)
+
+
+def robust_limits(data: np.ndarray) -> tuple[float, float]:
     """``(min, 99.5th percentile)``, never an empty range."""
+    data = np.asarray(data)
+    if data.size == 0:
+        return (0.0, 1.0)
     low, high = float(np.min(data)), float(np.percentile(data, 99.5))
     return (low, high) if high > low else (low, low + 1.0)
 
@@ -156,12 +223,16 @@ _SETTABLE = ("scale", "translate", "rotate", "shear", "affine", "metadata", "col
 def show_specs(viewer: Any, specs: list[LayerSpec], source: str) -> dict[str, Any]:
     """Add each spec as a layer, or update the layer of the same role from a previous run.
 
-    Returns the layers by role. Updated layers keep their visibility (the user's choice).
+    Returns the layers by role. Updated layers keep their visibility (the user's choice) and
+    take the new contrast limits (computed from the new data). A grid layer stays below the
+    warped image of its run.
     """
     layers = {}
     for spec in specs:
         layer = find_output(viewer, source, spec.role)
-        if layer is not None and layer.__class__.__name__.lower() != spec.layer_type:
+        replace = layer is not None and (layer.__class__.__name__.lower() != spec.layer_type
+                                         or spec.layer_type == "shapes")
+        if replace:
             viewer.layers.remove(layer)
             layer = None
         if layer is None:
@@ -170,11 +241,34 @@ def show_specs(viewer: Any, specs: list[LayerSpec], source: str) -> dict[str, An
         else:
             _update(layer, spec)
         layers[spec.role] = layer
+    grid, warped = find_output(viewer, source, "grid"), find_output(viewer, source, "warped")
+    if grid is not None and warped is not None:
+        below = viewer.layers.index(warped)
+        if viewer.layers.index(grid) > below:
+            viewer.layers.move(viewer.layers.index(grid), below)
     return layers
+
+
+def remove_outputs(viewer: Any, source: str | None = None, keep: tuple[str, ...] = ()) -> int:
+    """Remove the output layers of moving layer ``source`` (all sources when None) whose role
+    is not in ``keep``; returns how many were removed."""
+    doomed = []
+    for layer in viewer.layers:
+        tag = layer.metadata.get(RESULT_KEY)
+        if isinstance(tag, dict) and (source is None or tag.get("source") == source) \
+                and tag.get("role") not in keep:
+            doomed.append(layer)
+    for layer in doomed:
+        viewer.layers.remove(layer)
+    return len(doomed)
 
 
 def _update(layer: Any, spec: LayerSpec) -> None:
     layer.data = spec.data
+    if spec.layer_type == "image" and "contrast_limits" in spec.kwargs:
+        low, high = spec.kwargs["contrast_limits"]
+        old_low, old_high = layer.contrast_limits_range
+        layer.contrast_limits_range = (min(low, old_low), max(high, old_high))
     for key in _SETTABLE:
         if key in spec.kwargs:
             setattr(layer, key, spec.kwargs[key])

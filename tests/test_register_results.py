@@ -127,10 +127,16 @@ def test_3d_grid_follows_the_display(make_napari_viewer):
     _, widget = viewer.window.add_plugin_dock_widget("napari-deepreg", "Register")
     image = Image.from_array(volume)
     widget.show_result(_known_result(image, volume, (0.0, 0.0, 0.0)), fixed_layer, moving_layer)
-    grid = viewer.layers["m3 grid"]
-    slices = grid.data.copy()
-    viewer.dims.ndisplay = 3
-    lattice = grid.data
-    assert lattice.shape == slices.shape and lattice.sum() < slices.sum()
+    slices = viewer.layers["m3 grid"].data.copy()
+    names = [layer.name for layer in viewer.layers]
+    assert names.index("m3 grid") < names.index("m3 warped")  # below the overlay
+    viewer.dims.ndisplay = 3  # a 3D view: thin polylines, not a voxel cross-hatch
+    lattice = viewer.layers["m3 grid"]
+    assert lattice.__class__.__name__ == "Shapes" and set(lattice.shape_type) == {"path"}
+    assert len(lattice.data) > 10 and all(path.shape[1] == 3 for path in lattice.data)
+    names = [layer.name for layer in viewer.layers]
+    assert names.index("m3 grid") < names.index("m3 warped")
     viewer.dims.ndisplay = 2
+    grid = viewer.layers["m3 grid"]
+    assert grid.__class__.__name__ == "Image"
     np.testing.assert_allclose(grid.data, slices)

@@ -52,6 +52,7 @@ def test_defaults_and_options(setup):
 def test_registration_runs_and_reruns_in_place(setup, wait_for_worker, errors):
     viewer, widget = setup
     before = _user_arrays(viewer)
+    widget.keep_combo.value = "warped + QA maps"
     widget.refine_check.value = True
     widget.steps_spin.value = 40
     widget.run_button.native.click()
