@@ -6,6 +6,12 @@ affine are kept in the layer's metadata so that results save back with them. Int
 files that look like label maps (a name with ``label``/``seg``/``aseg``..., or few distinct values)
 open as Labels layers.
 
+Displacement fields (ITK/ANTs NIfTI, intent 1006/1007 or shape ``(X, Y, Z, 1, ndim)``) open as
+a layer of their magnitude that holds the field for the Inspect widget (no stray dims slider for
+the vector axis). When the plugin is activated (:func:`activate`, npe2's ``on_activate``), it
+becomes napari's preferred reader for these suffixes unless the user chose another, so File ->
+Open no longer asks "Choose reader" (the napari builtins cannot read NIfTI).
+
 The reader never raises: anything it cannot read (4D series, vector fields, corrupt files) gives
 ``None`` so that napari can try another reader. Only numpy is imported at module level.
 """
@@ -86,6 +92,11 @@ def get_reader(path: PathLike | list[PathLike]) -> ReaderFunction | None:
     target = _single_path(path)
     if target is None or not target.name.lower().endswith(SUFFIXES) or not target.is_file():
         return None
+    if target.name.lower().endswith(NIFTI_SUFFIXES):
+        from napari_deepreg._fields import looks_like_field_file
+
+        if looks_like_field_file(str(target)):
+            return read_field_layers
     if _spatial_ndim(target) not in (2, 3):
         return None
     return read_layers
@@ -116,3 +127,44 @@ def read_layers(path: PathLike | list[PathLike]) -> list[LayerDataTuple] | None:
     is_nifti = target.name.lower().endswith(NIFTI_SUFFIXES)
     labels = looks_like_labels(name, image.data, count_values=is_nifti)
     return [layer_data_from_image(image, name, "labels" if labels else "image")]
+
+
+def read_field_layers(path: PathLike | list[PathLike]) -> list[LayerDataTuple] | None:
+    """Read a displacement NIfTI as a field layer (:func:`._fields.field_layer_data`)."""
+    from napari_deepreg._fields import field_layer_data
+
+    target = _single_path(path)
+    if target is None:
+        return None
+    try:
+        return [field_layer_data(str(target))]
+    except Exception:  # noqa: BLE001 - a reader must never raise
+        return None
+
+
+PATTERNS = ("*.nii", "*.nii.gz", "*.tif", "*.tiff")
+
+
+def prefer_this_reader(settings: Any = None) -> list[str]:
+    """Make this plugin napari's reader for :data:`PATTERNS` the user has no preference for.
+
+    Returns the patterns set. A preference the user chose (another plugin) is kept.
+    """
+    if settings is None:
+        from napari.settings import get_settings
+
+        settings = get_settings()
+    current = dict(settings.plugins.extension2reader)
+    added = [p for p in PATTERNS if p not in current]
+    if added:
+        current.update({p: "napari-deepreg" for p in added})
+        settings.plugins.extension2reader = current
+    return added
+
+
+def activate(_context: Any = None) -> None:
+    """npe2 ``on_activate``: the first time any contribution is used (widget, sample, reader)."""
+    try:
+        prefer_this_reader()
+    except Exception:  # noqa: BLE001 - settings that cannot be written never break the plugin
+        pass

@@ -1,6 +1,10 @@
 """Sample data: a 2D and a 3D brain pair with tissue labels, under a known seeded deformation.
 
-With nilearn installed (it ships the MNI152 template offline; nothing is downloaded) the pair is
+The pairs are the files in the repository's ``sample_data/`` folder (``brain2d_*.nii.gz``,
+``brain3d_*.nii.gz``, made by ``sample_data/make_samples.py``): the same pair the CLI examples
+and the README's numbers use, read in a fraction of a second. Only where that folder is absent
+(an installed wheel) is a pair generated, which takes seconds and is a different pair:
+with nilearn installed (it ships the MNI152 template offline; nothing is downloaded) the pair is
 the 2 mm MNI152 T1 (fixed) and the same brain pulled through a random smooth deformation plus a
 small affine (moving), with grey/white-matter labels (``deepreg_core.synth.mni_pair``). Without
 nilearn it is a synthetic label-map pair (``deepreg_core.synth.synthetic_pair``). The seed is
@@ -10,12 +14,15 @@ fixed, so every load gives the same pair. Layers: ``fixed``, ``moving``, ``fixed
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_deepreg._layers import LayerDataTuple, layer_data_from_image
 
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
+ROLES = ("fixed", "moving", "fixed_labels", "moving_labels")
 SEED = 7
 MNI_SHAPE_3D = (99, 117, 95)  # nilearn's 2 mm MNI152 grid
 MNI_SHAPE_2D = (117, 99)  # its axial slice k = 41, anterior at the top
@@ -48,22 +55,52 @@ def _pair(ndim: int) -> tuple[Any, np.ndarray, str]:
     return pair, _mni_affine(ndim), "MNI152 2 mm"
 
 
-def brain_pair(ndim: int) -> list[LayerDataTuple]:
+def sample_files(ndim: int, folder: Path = SAMPLE_DIR) -> list[Path] | None:
+    """The four files of the ``ndim``-D sample pair in ``folder``, or None if one is missing."""
+    paths = [folder / f"brain{ndim}d_{role}.nii.gz" for role in ROLES]
+    return paths if all(path.is_file() for path in paths) else None
+
+
+def read_pair(paths: list[Path]) -> list[LayerDataTuple]:
+    """The sample files as layers ``fixed``, ``moving``, ``fixed labels``, ``moving labels``."""
+    from deepreg_core.api import read_image
+
+    layers = []
+    for path, role in zip(paths, ROLES):
+        labels = role.endswith("labels")
+        image = read_image(path)
+        data = image.data.astype(np.int32 if labels else np.float32)
+        layer = layer_data_from_image(image.with_data(data), role.replace("_", " "),
+                                      "labels" if labels else "image")
+        if labels:
+            layer[1].update(opacity=0.4, visible=False)
+        layers.append(layer)
+    return layers
+
+
+def brain_pair(ndim: int, folder: Path = SAMPLE_DIR) -> list[LayerDataTuple]:
     """Fixed and moving images and their labels as napari layer-data tuples.
 
     Parameters
     ----------
     ndim : {2, 3}
+    folder : Path
+        Where the sample files are (:func:`sample_files`); a pair is generated without them.
 
     Returns
     -------
     list of (data, kwargs, layer_type)
         ``fixed``, ``moving`` (image layers) and ``fixed labels``, ``moving labels`` (labels
         layers: 0 background, 1 grey matter, 2 white matter for the brain), in physical space.
-        The moving layer's metadata holds the ground truth, ``"deepreg_true_displacement"``
-        ``(ndim, *shape)`` in fixed voxels: ``warp(moving, u) ≈ fixed``.
+        A generated pair's moving layer holds its ground truth in the metadata,
+        ``"deepreg_true_displacement"`` ``(ndim, *shape)`` in fixed voxels:
+        ``warp(moving, u) ≈ fixed``.
     """
     from deepreg_core.api import Image
+
+    paths = sample_files(ndim, folder)
+    if paths is not None:
+        return read_pair(paths)
 
     pair, affine, source = _pair(ndim)
     meta = {"source": f"napari-deepreg sample ({source}, seed {SEED})"}

@@ -12,6 +12,7 @@ import atexit
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 
 import numpy as np
@@ -50,6 +51,9 @@ HAS_DISPLAY = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"
 if not HAS_DISPLAY:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# the plugin sets napari reader preferences when activated: never in the user's settings file
+os.environ["NAPARI_CONFIG"] = os.path.join(tempfile.mkdtemp(prefix="napari-deepreg-tests-"),
+                                           "settings.yaml")
 
 
 def pytest_collection_modifyitems(config, items):

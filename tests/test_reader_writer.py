@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_deepreg._reader import get_reader, read_layers
+from napari_deepreg._reader import get_reader, read_field_layers, read_layers
 
 
 def _save_nifti(path, data, affine):
@@ -33,13 +33,17 @@ def test_refuses_what_it_cannot_read(tmp_path, volume):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     ok = _save_nifti(tmp_path / "t1.nii.gz", volume, np.eye(4))
-    for path in (four_d, field, str(corrupt), str(text), str(tmp_path), [ok, ok],
+    for path in (four_d, str(corrupt), str(text), str(tmp_path), [ok, ok],
                  str(tmp_path / "missing.nii")):
         assert get_reader(path) is None, path
     # called directly, the reader returns None instead of raising
     assert read_layers(four_d) is None
     assert read_layers(str(corrupt)) is None
     assert get_reader(ok) is read_layers
+    # a displacement field opens as a field layer (its magnitude, the field in the metadata)
+    assert get_reader(field) is read_field_layers
+    (data, kwargs, kind), = read_field_layers(field)
+    assert data.shape == (4, 5, 6) and kwargs["metadata"]["deepreg_field"].shape == (3, 4, 5, 6)
 
 
 def test_anisotropic_nifti_is_placed_by_scale_and_translate(tmp_path, volume):
