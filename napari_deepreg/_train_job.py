@@ -88,6 +88,7 @@ def model_card(name: str, config: Any, step: int, finished: bool, losses: dict[s
         f"- data: {settings.get('data', config.data.source)}",
         f"- model: {m.kind}, {m.ndim}D, features {list(m.features)}",
         f"- fine-tuned from: {settings.get('init', 'none')}",
+        *([f"- resumed from: {settings['resumed']}"] if settings.get("resumed") else []),
         f"- working grid: {list(config.data.shape)} voxels",
         f"- loss: {loss.similarity} + {loss.regularization_weight:g} x {loss.regularizer}",
         f"- optimiser: AdamW, lr {optim.lr:g}, batch {optim.batch_size}",

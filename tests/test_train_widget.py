@@ -50,7 +50,12 @@ def test_training_runs_publishes_and_reaches_register(train_widget, wait_for_wor
     assert model.config.model.features == [4, 8] and model.config.optim.steps == 6
     assert "tiny" in zoo.list_models()
     assert "finished at step 6" in (output / "card.md").read_text()
-    assert register.model_combo.value == "tiny" and "tiny" in register.model_combo.choices
+    # offered in Register, never switched to behind the user's back; its card is the saved one
+    picked = register.model_combo.value
+    assert picked != "tiny" and "tiny" in register.model_combo.choices
+    register.model_combo.value = "tiny"
+    card = register.card_text.toPlainText()
+    assert "finished at step 6" in card and "not saved" not in card
     # the saved config is a complete recipe (what `deepreg-core train <output>/config.yaml` reads)
     assert load_config(output / "config.yaml").data.shape == [32, 32]
     # the same name again is refused: a user's model is never overwritten
@@ -82,7 +87,9 @@ def test_stop_leaves_checkpoint_and_resume_finishes(train_widget, wait_for_worke
     assert errors == []
     assert load_checkpoint(latest_checkpoint(output)).step == stopped + 3
     assert widget.loss_plot.series["train"][-1][0] == stopped + 3
-    assert f"finished at step {stopped + 3}" in (output / "card.md").read_text()
+    card = (output / "card.md").read_text()
+    assert f"finished at step {stopped + 3}" in card
+    assert "fine-tuned from: none" in card and "resumed from:" in card  # not "resumed"
 
 
 def test_training_from_two_layers(train_widget, blob_pair, wait_for_worker, errors):
