@@ -24,6 +24,9 @@ Models
     :data:`DEVICE_CHOICES`.
 Fields
     :func:`field_quality` (:class:`FieldQuality`), :func:`read_displacement`.
+Landmarks
+    :func:`fit_landmarks` (rigid, similarity, affine, thin-plate spline), :func:`pair_points`
+    (by order or label), :func:`landmark_displacement`; ``register(model="landmarks-affine")``.
 Sample data
     :func:`mni_pair`, :func:`synthetic_pair` (pairs with known deformations).
 
@@ -58,6 +61,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from deepreg_core.interop import load_displacement_nifti as read_displacement
     from deepreg_core.io import SUPPORTED_SUFFIXES, read_image, write_image
+    from deepreg_core.landmarks import KINDS as LANDMARK_KINDS
+    from deepreg_core.landmarks import displacement_on_grid as landmark_displacement
+    from deepreg_core.landmarks import fit_transform as fit_landmarks
+    from deepreg_core.landmarks import pair_points
     from deepreg_core.metrics import FieldQuality, field_quality
     from deepreg_core.spatial import resample_to
     from deepreg_core.synth import mni_pair, synthetic_pair
@@ -109,6 +116,11 @@ _LAZY: dict[str, tuple[str, str]] = {
     "LoadedModel": ("deepreg_core.zoo.spec", "LoadedModel"),
     "ModelSpec": ("deepreg_core.zoo.spec", "ModelSpec"),
     "DEVICE_CHOICES": ("deepreg_core.device", "DEVICE_CHOICES"),
+    # landmarks
+    "fit_landmarks": ("deepreg_core.landmarks", "fit_transform"),
+    "pair_points": ("deepreg_core.landmarks", "pair_points"),
+    "landmark_displacement": ("deepreg_core.landmarks", "displacement_on_grid"),
+    "LANDMARK_KINDS": ("deepreg_core.landmarks", "KINDS"),
     # sample data
     "mni_pair": ("deepreg_core.synth", "mni_pair"),
     "synthetic_pair": ("deepreg_core.synth", "synthetic_pair"),

@@ -108,7 +108,8 @@ def cmd_register(args: argparse.Namespace) -> int:
                            refine_steps=args.refine_steps, time_budget=args.time_budget,
                            qa=not args.no_qa, refine_affine=not args.no_refine_affine,
                            regularization=args.regularization, device=args.device,
-                           seed=args.seed, **labels, **points)
+                           seed=args.seed, landmark_holdout=args.landmark_holdout,
+                           **labels, **points)
     first = next(events)  # the generator's checks (labels, points, options) run here
     with output_lock(out):
         recover(out)
@@ -226,7 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("fixed")
     reg.add_argument("moving")
     reg.add_argument("-o", "--output", required=True, help="output folder")
-    reg.add_argument("--model", default="auto", help="zoo name, 'affine+deformable', or a folder")
+    reg.add_argument("--model", default="auto",
+                     help="zoo name, 'affine+deformable', a folder, or landmarks-rigid|similarity|"
+                          "affine|tps (fitted to --fixed-points/--moving-points; "
+                          "'landmarks-affine+deformable' then runs the network)")
     reg.add_argument("--preset", default="auto", choices=["auto", "fast", "accurate"],
                      help="auto (default): networks, then refinement that stops when it stops "
                           "paying, with a fallback when the network makes the pair worse; "
@@ -244,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="refinement smoothness weight (>= 0; default: the preset's)")
     reg.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     reg.add_argument("--seed", type=int, default=0)
+    reg.add_argument("--landmark-holdout", type=int, default=0, metavar="N",
+                     help="with a landmarks-* model: leave N point pairs out of the fit and "
+                          "report their error (tre_holdout_*_mm)")
     reg.add_argument("--fixed-labels")
     reg.add_argument("--moving-labels")
     reg.add_argument("--fixed-points", help="CSV of voxel indices, one landmark a row")

@@ -304,6 +304,7 @@ def register_iter(
     fixed_points: np.ndarray | None = None,
     moving_points: np.ndarray | None = None,
     seed: int = 0,
+    landmark_holdout: int = 0,
     stop: StopToken | None = None,
 ) -> Iterator[Event]:
     """Register ``moving`` to ``fixed``, yielding progress events; ends with ``Finished(result)``.
@@ -315,7 +316,11 @@ def register_iter(
     model : str, nn.Module or list
         A zoo name (``"deformable-3d"``), ``"affine"``/``"deformable"``/``"global-local"`` (the zoo
         model of that kind for the pair's dimensionality), ``"affine+deformable"``, a model folder,
-        or a built model. Stages run in order and compose.
+        or a built model. Stages run in order and compose. A first stage
+        ``"landmarks-rigid"``/``-similarity``/``-affine``/``-tps`` fits that transform to
+        ``fixed_points``/``moving_points`` (:mod:`deepreg_core.landmarks`) and starts from it
+        (``"landmarks-affine+deformable"``: then the network); the refinement then adds a
+        landmark term, so it stays close to the points while it matches the images.
     preset : {"auto", "fast", "accurate"}
         ``"auto"`` (default): the networks, then refinement whose levels stop when the similarity
         stops improving (cap :data:`PRESETS` ``["auto"].refine_steps``), with the fallback below.
@@ -345,9 +350,14 @@ def register_iter(
     fixed_labels, moving_labels : Image, optional
         Label maps on the fixed and moving grids, for Dice before and after.
     fixed_points, moving_points : ndarray, shape (N, ndim), optional
-        Corresponding landmarks in voxel indices of the fixed and moving image, for TRE (mm).
+        Corresponding landmarks in voxel indices of the fixed and moving image: for TRE (mm),
+        and fitted with a ``landmarks-*`` model.
     seed : int
         Seed for every random number used (recorded in the result).
+    landmark_holdout : int
+        With a ``landmarks-*`` model: this many point pairs (drawn with ``seed``) are left out
+        of the fit and the refinement, and their error is reported as
+        ``tre_holdout_before_mm``/``tre_holdout_after_mm``.
     stop : StopToken, optional
         Checked at every step; when set the job ends with ``Stopped``.
 
@@ -362,7 +372,7 @@ def register_iter(
     the input is refined again from the identity, and the best-matching candidate — the
     unregistered pair included — is kept.
     """
-    from deepreg_core import losses, optimize, spatial
+    from deepreg_core import landmarks, losses, optimize, spatial
 
     t0 = time.perf_counter()
     stop = stop or StopToken()
@@ -376,17 +386,21 @@ def register_iter(
     ndim = fixed.ndim
     dev = resolve_device(device)
     torch.manual_seed(seed)
+    landmark_kind, model = _landmark_stage(model)
+    guide = _landmark_fit(landmark_kind, fixed, moving, fixed_points, moving_points,
+                          landmark_holdout, seed) if landmark_kind else None
     stages = _resolve_models(model, ndim)
-    affine_only = all(stage.spec.is_affine for stage in stages)
+    affine_only = all(stage.spec.is_affine for stage in stages) and landmark_kind != "tps"
     levels = optimize.schedule(steps, fixed.shape, affine_only=affine_only, affine=refine_affine)
     # Deformable networks expect a roughly aligned pair (their cards say so): without an affine
     # network, the refinement's affine levels run first, from the identity, and the networks
     # see the affinely aligned moving image; the deformable levels follow the networks.
-    pre_affine = [] if affine_only or any(stage.spec.is_affine for stage in stages) else \
-        [level for level in levels if level.kind == "affine"]
+    pre_affine = [] if affine_only or guide or any(stage.spec.is_affine for stage in stages) \
+        else [level for level in levels if level.kind == "affine"]
     post_levels = [level for level in levels if level not in pre_affine]
-    total = len(stages) + sum(level.steps for level in levels) + 1
-    names = "+".join(stage.name for stage in stages)
+    total = len(stages) + bool(guide) + sum(level.steps for level in levels) + 1
+    names = "+".join(([f"landmarks-{landmark_kind}"] if guide else [])
+                     + [stage.name for stage in stages])
     yield Started(total_steps=total, config={"model": names, "preset": preset,
                                              "refine_steps": steps, "tolerance": tol,
                                              "device": str(dev), "seed": seed})
@@ -398,8 +412,20 @@ def register_iter(
     affine, u_affine = None, None
     step = 0
     sim_name = similarity or (stages[-1].spec.similarity if stages else "lncc")
-    refine_options: dict[str, Any] = dict(similarity=sim_name, regularization=regularization, stop=stop,
-                          total=total, tolerance=tol, deadline=deadline)
+    refine_options: dict[str, Any] = dict(
+        similarity=sim_name, regularization=regularization, stop=stop, total=total, tolerance=tol,
+        deadline=deadline, landmarks=None)
+    if guide is not None:  # the landmarks' transform starts it all, and guides the refinement
+        u = u_affine = torch.from_numpy(
+            landmarks.displacement_on_grid(guide.transform, fixed))[None].to(dev)
+        affine = guide.voxel_matrix
+        refine_options["landmarks"] = optimize.Landmarks(
+            torch.from_numpy(guide.points).float().to(dev),
+            torch.from_numpy(guide.targets).float().to(dev))
+        step += 1
+        yield Progress(step=step, total=total,
+                       message=f"landmarks ({guide.transform.kind}, {len(guide.points)} pairs, "
+                               f"residual {guide.transform.residual_mm:.2f} mm)")
     if pre_affine:
         refined = yield from _refined(optimize.refine_iter(
             f, m, u, steps=steps, levels=pre_affine, step0=step, **refine_options))
@@ -443,7 +469,9 @@ def register_iter(
         (u_affine, affine) if affine_ok and u_affine is not None else (torch.zeros_like(u), None))
     fallback_name = "the affine stage" if affine_ok else "the identity"
     reference = mi_affine if affine_ok and mi_affine is not None else mi_input
-    if steps and chosen.fallback and stages and u is not fallback[0] and \
+    # landmarks are the user's statement of correspondence: no similarity overrules them
+    use_fallback = chosen.fallback and guide is None
+    if steps and use_fallback and stages and u is not fallback[0] and \
             score(u) < reference * (1 - GUARD_TOLERANCE):
         # the networks made the pair worse: do not seed the refinement with their field
         notes.append("the network result matched worse than its input; refinement started "
@@ -469,7 +497,7 @@ def register_iter(
             yield Stopped(step=step, checkpoint=None)
             return
         candidates = [(score(found[0]), "refined", found)]
-        if chosen.fallback and candidates[0][0] < mi_input * (1 - GUARD_TOLERANCE):
+        if use_fallback and candidates[0][0] < mi_input * (1 - GUARD_TOLERANCE):
             if u is not fallback[0]:  # it was seeded by a network: try again without it
                 again = yield from refine(fallback[0], fallback[1], step)
                 if again is None:
@@ -487,6 +515,12 @@ def register_iter(
         fixed, moving, moving_on_fixed, f, m, u, affine, opts,
         labels=(fixed_labels, moving_labels), points=(fixed_points, moving_points),
         mi_input=mi_input, notes=notes, names=names, device=dev)
+    if guide is not None and len(guide.held_out):
+        held = guide.held_out
+        _, held_values = _points(np.asarray(moving_points)[held], moving, fixed,
+                                 np.asarray(fixed_points)[held], u)
+        result.metrics.update({k.replace("tre_", "tre_holdout_"): v
+                               for k, v in held_values.items()})
     yield Progress(step=total, total=total, message="done")
     yield Finished(result=result)
 
@@ -551,6 +585,63 @@ def _assess(fixed: Image, moving: Image, moving_on_fixed: Image, f: torch.Tensor
         notes=tuple(notes),
         preset=opts.preset,
     )
+
+
+LANDMARK_PREFIX = "landmarks-"
+
+
+def _landmark_stage(model):
+    """Split a leading ``"landmarks-KIND"`` stage off ``model``: ``(KIND or None, the rest)``."""
+    if not isinstance(model, str) or not model.startswith(LANDMARK_PREFIX):
+        return None, model
+    first, _, rest = model.partition("+")
+    kind = first[len(LANDMARK_PREFIX):]
+    from deepreg_core.landmarks import KINDS
+
+    if kind not in KINDS:
+        raise ValueError(f"model {first!r}: expected one of "
+                         f"{', '.join(LANDMARK_PREFIX + k for k in KINDS)}.")
+    return kind, rest.strip() or []
+
+
+@dataclass(frozen=True)
+class LandmarkGuide:
+    """A landmark fit for one registration: the transform, its points on the fixed grid."""
+
+    transform: Any
+    points: np.ndarray  # (N, ndim) fixed voxel indices of the pairs used
+    targets: np.ndarray  # (N, ndim) their moving points, in voxels of the fixed grid
+    voxel_matrix: np.ndarray | None  # the linear transform, fixed voxel -> fixed-grid voxel
+    held_out: np.ndarray  # indices of the pairs left out of the fit
+
+
+def _landmark_fit(kind, fixed: Image, moving: Image, fixed_points, moving_points, holdout: int,
+                  seed: int) -> LandmarkGuide:
+    """Fit the landmark transform (before any work): the points' checks and messages."""
+    from deepreg_core import landmarks
+
+    if fixed_points is None or moving_points is None:
+        raise ValueError(
+            f"model 'landmarks-{kind}' fits the transform to landmarks: give fixed_points and "
+            "moving_points (CLI: --fixed-points and --moving-points, CSV of voxel indices)."
+        )
+    fp = np.asarray(fixed_points, dtype=np.float64)
+    mp = np.asarray(moving_points, dtype=np.float64)
+    count = len(fp)
+    holdout = int(holdout)
+    if not 0 <= holdout < count:
+        raise ValueError(f"landmark_holdout: expected 0 <= n < {count} (the pairs given), got "
+                         f"{holdout}.")
+    held = np.sort(np.random.default_rng(seed).choice(count, holdout, replace=False)) \
+        if holdout else np.zeros(0, dtype=int)
+    used = np.setdiff1d(np.arange(count), held)
+    transform = landmarks.fit_transform(fixed.index_to_world(fp[used]),
+                                        moving.index_to_world(mp[used]), kind)
+    matrix = None
+    if kind != "tps":
+        matrix = np.linalg.inv(fixed.affine) @ transform.matrix @ fixed.affine
+    targets = fixed.world_to_index(moving.index_to_world(mp[used]))
+    return LandmarkGuide(transform, fp[used], targets, matrix, held)
 
 
 def _refined(events):

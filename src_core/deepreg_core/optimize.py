@@ -51,6 +51,31 @@ AFFINE_SIMILARITY = {"lncc": "mi"}
 DEFORMABLE_WINDOW = 5  # local NCC window for the deformable levels
 DEFAULT_REGULARIZATION = 0.3  # weight of the diffusion penalty on the residual velocity
 INTEGRATION_STEPS = 4
+LANDMARK_WEIGHT = 0.05  # weight of the landmark term per squared voxel of mean point distance
+
+
+@dataclass(frozen=True)
+class Landmarks:
+    """Landmark pairs for the refinement's landmark term, on the full fixed grid.
+
+    ``points`` ``(N, ndim)`` are fixed voxel indices; ``targets`` ``(N, ndim)`` where each must
+    land: the corresponding moving point in voxels of the moving image resampled on the fixed
+    grid. The term is ``weight * mean |x + u(x) - y|²`` (voxels²), added to the similarity.
+    """
+
+    points: torch.Tensor
+    targets: torch.Tensor
+    weight: float = LANDMARK_WEIGHT
+
+    def term(self, step_at_points: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """The term for a level's step ``s`` (at the points, full voxels ``(N, ndim)``) composed
+        before the current field ``base`` ``(1, ndim, *full)``: total ``s(x) + base(x + s(x))``."""
+        ndim = self.points.shape[1]
+        where = self.points + step_at_points
+        coords = where.T.reshape(1, ndim, -1, *[1] * (ndim - 1))
+        base_at = spatial.sample_at(base, coords, padding="border").reshape(ndim, -1).T
+        error = where + base_at - self.targets
+        return self.weight * error.pow(2).sum(dim=1).mean()
 PLATEAU_WINDOW = 5  # steps averaged before early stopping compares the loss
 # share of the budget N for the deformable levels at 1/4, 1/2 and full resolution: in 3D a
 # full-resolution step costs about 8 half-resolution ones, in 2D only 4 and all are cheap
@@ -217,7 +242,8 @@ class Plateau:
         return gain < self.tolerance * max(abs(self.best), 1e-3) or self.best >= self.first
 
 
-def _affine_level(fixed, moving, ndim, level, similarity, stop, report, plateau):
+def _affine_level(fixed, moving, ndim, level, similarity, stop, report, plateau,
+                  landmarks=None, base=None):
     """Optimise ``theta``; returns it (identity plus the learnt change), or None when stopped.
 
     A global measure needs no dense image: as ANTs and elastix do, it is computed on at most
@@ -238,7 +264,12 @@ def _affine_level(fixed, moving, ndim, level, similarity, stop, report, plateau)
         moved = matrix[:ndim, :ndim] @ points + matrix[:ndim, ndim:]
         values = spatial.sample_at(m, moved.view(1, ndim, -1, *[1] * (ndim - 1)),
                                    padding="border")
-        return sim(f_points.view_as(values), values)
+        value = sim(f_points.view_as(values), values)
+        if landmarks is not None:
+            full = affine_matrix(theta, fixed.shape[2:])[0]
+            p = landmarks.points
+            value = value + landmarks.term(p @ full[:ndim, :ndim].T + full[:ndim, ndim] - p, base)
+        return value
 
     for k in range(level.steps):
         if stop.stopped:
@@ -263,7 +294,8 @@ def _sample_points(shape: Sequence[int], device) -> tuple[torch.Tensor, torch.Te
     return flat.to(device), index.to(device=device, dtype=torch.float32)
 
 
-def _deformable_level(fixed, moving, ndim, level, similarity, weight, stop, report, plateau):
+def _deformable_level(fixed, moving, ndim, level, similarity, weight, stop, report, plateau,
+                      landmarks=None, base=None):
     """Optimise a residual velocity; returns its displacement on the level grid, or None."""
     shape = _level_shape(fixed.shape[2:], level.factor)
     coarse = tuple(max(2, round(s / 2)) for s in shape)
@@ -279,8 +311,18 @@ def _deformable_level(fixed, moving, ndim, level, similarity, weight, stop, repo
         u = spatial.integrate_velocity(velocity, steps=INTEGRATION_STEPS)
         return spatial.resize_displacement(u, shape)
 
+    full = tuple(fixed.shape[2:])
+    to_level = torch.tensor([(s - 1) / max(n - 1, 1) for s, n in zip(shape, full)],
+                            device=fixed.device)
+
     def objective() -> torch.Tensor:
-        return sim(f, spatial.warp(m, residual())) + weight * scale * reg(velocity)
+        r = residual()
+        value = sim(f, spatial.warp(m, r)) + weight * scale * reg(velocity)
+        if landmarks is not None:  # the residual at the points, in full-grid voxels
+            at = (landmarks.points * to_level).T.reshape(1, ndim, -1, *[1] * (ndim - 1))
+            step = spatial.sample_at(r, at, padding="border").reshape(ndim, -1).T / to_level
+            value = value + landmarks.term(step, base)
+        return value
 
     start = None
     for k in range(level.steps):
@@ -316,6 +358,7 @@ def refine_iter(
     tolerance: float | None = None,
     deadline: float | None = None,
     levels: Sequence[Level] | None = None,
+    landmarks: Landmarks | None = None,
 ) -> Iterator[Progress | Refined]:
     """Refine ``initial`` for the pair; yields ``Progress`` per step, then a :class:`Refined`.
 
@@ -350,6 +393,8 @@ def refine_iter(
         transform found so far is kept).
     levels : sequence of Level, optional
         Run these levels instead of ``schedule(steps, ...)`` (e.g. only its affine levels).
+    landmarks : Landmarks, optional
+        Landmark pairs: every level adds their term (landmark-guided registration).
 
     Yields
     ------
@@ -379,7 +424,7 @@ def refine_iter(
             moved = spatial.warp(moving, u, padding="border") if bool(u.any()) else moving
         if level.kind == "affine":
             theta = yield from _affine_level(fixed, moved, ndim, level, similarity, stop, report,
-                                             plateau)
+                                             plateau, landmarks, u)
             if theta is None:
                 return
             with torch.no_grad():
@@ -388,7 +433,7 @@ def refine_iter(
             matrix = matrix @ voxel[0].detach().cpu().double()  # T = T_before ∘ B
         else:
             r = yield from _deformable_level(fixed, moved, ndim, level, similarity, weight, stop,
-                                             report, plateau)
+                                             report, plateau, landmarks, u)
             if r is None:
                 return
             with torch.no_grad():
