@@ -219,7 +219,7 @@ def _finish_dtype(data: np.ndarray, labels: bool | None, dtype: np.dtype, path: 
 
 
 # ----------------------------------------------------------------------------- NIfTI
-def _affine_2d(affine_3d: np.ndarray) -> np.ndarray:
+def slice_affine(affine_3d: np.ndarray) -> np.ndarray:
     """The in-plane part of a NIfTI affine for a slice with a singleton third axis."""
     affine = affine_3d[np.ix_([0, 1, 3], [0, 1, 3])].copy()
     in_plane = np.linalg.norm(affine_3d[:3, :2], axis=0)
@@ -267,7 +267,7 @@ def _read_nifti(path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray, dic
         spatial = spatial[:2]
     if len(spatial) == 2:
         meta["nifti_affine_3d"] = affine
-        affine = _affine_2d(affine)
+        affine = slice_affine(affine)
     return data, affine, meta
 
 
@@ -275,7 +275,7 @@ def _nifti_affine_4x4(image: Image, meta: dict[str, Any]) -> np.ndarray:
     if image.ndim == 3:
         return np.array(image.affine)
     stored = meta.get("nifti_affine_3d")
-    if stored is not None and np.allclose(_affine_2d(np.asarray(stored)), image.affine):
+    if stored is not None and np.allclose(slice_affine(np.asarray(stored)), image.affine):
         return np.asarray(stored, dtype=np.float64)  # the original slice geometry
     affine = np.eye(4)
     affine[np.ix_([0, 1, 3], [0, 1, 3])] = image.affine
@@ -631,3 +631,17 @@ def write_image(
             _write_tiff(image, temporary)
         else:
             _write_png(image, temporary)
+
+
+def read_points(path: str | os.PathLike[str], name: str = "points") -> np.ndarray:
+    """Read landmarks from a CSV of numbers, one point a row: ``(N, ndim)`` voxel indices.
+
+    ``name`` (the option or column the path came from) starts the error messages.
+    """
+    try:
+        return np.loadtxt(path, delimiter=",", ndmin=2)
+    except OSError:
+        raise FileNotFoundError(f"{name}: no such file {path}.") from None
+    except ValueError as error:
+        raise ValueError(f"{name}: {path} is not a CSV of numbers ({error}).") from None
+
