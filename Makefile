@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml src_core/pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# Exactly this torch: an unpinned one would pull several GB of CUDA packages.
 	$(PY) -m pip install -q torch==$(TORCH_VERSION)
-	$(PY) -m pip install -q -e "./src_core[test,brain]" -e ".[test]"
+	$(PY) -m pip install -q -e "./src_core[test,brain,scale]" -e ".[test]"
 	touch $@
 
 sysdeps:

@@ -35,6 +35,40 @@ RESULT_FILES = (
 """Every file a registration run may write into its output folder."""
 
 
+def write_result_set(result, fixed, folder: Path, *, fixed_path: str | os.PathLike[str],
+                     moving_path: str | os.PathLike[str]) -> dict:
+    """Write a registration's result set (:data:`RESULT_FILES`) into ``folder``.
+
+    ``result`` is a :class:`~deepreg_core.inference.RegistrationResult` of ``fixed``; the paths
+    are recorded in ``metrics.json``. ``deepreg-core register -o`` and every pair folder of
+    ``deepreg-core batch`` hold the same files. Returns the metrics summary written.
+    """
+    import json
+
+    import numpy as np
+
+    from deepreg_core._files import atomic_write_text
+    from deepreg_core.interop import save_displacement_nifti
+    from deepreg_core.io import write_image
+
+    folder = Path(folder)
+    write_image(result.warped, folder / "warped.nii.gz", reference=fixed)
+    save_displacement_nifti(result.displacement, fixed, folder / "displacement.nii.gz")
+    if result.jacobian is not None:
+        write_image(fixed.with_data(result.jacobian), folder / "jacobian.nii.gz", reference=fixed)
+    if result.saliency is not None:
+        write_image(fixed.with_data(result.saliency), folder / "saliency.nii.gz", reference=fixed)
+    if result.warped_labels is not None:
+        write_image(result.warped_labels, folder / "warped_labels.nii.gz", reference=fixed)
+    if result.affine is not None:
+        np.savetxt(folder / "affine_voxel.txt", result.affine)
+    summary = {"model": result.model_name, "preset": result.preset, "device": result.device,
+               "seed": result.seed, "fixed": str(fixed_path), "moving": str(moving_path),
+               **result.metrics, "warnings": list(result.warnings), "notes": list(result.notes)}
+    atomic_write_text(folder / "metrics.json", json.dumps(summary, indent=2, sort_keys=True))
+    return summary
+
+
 def _entries(folder: Path) -> list[str]:
     """Names in ``folder``, hidden ones included, except temporary files of dead writers."""
     return sorted(p.name for p in folder.iterdir() if not is_stale_temporary(p))

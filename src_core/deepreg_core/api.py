@@ -24,6 +24,10 @@ Models
     :data:`DEVICE_CHOICES`.
 Fields
     :func:`field_quality` (:class:`FieldQuality`), :func:`read_displacement`.
+Scale (the ``[scale]`` extra: dask.distributed, zarr)
+    :func:`batch`, :func:`batch_iter`, :func:`read_pairs`, :func:`folder_pairs`, :class:`Pair`,
+    :class:`BatchSummary`; :func:`open_lazy` (:class:`LazyImage`), :func:`register_large`,
+    :func:`warp_blockwise`.
 Landmarks
     :func:`fit_landmarks` (rigid, similarity, affine, thin-plate spline), :func:`pair_points`
     (by order or label), :func:`landmark_displacement`; ``register(model="landmarks-affine")``.
@@ -49,6 +53,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from deepreg_core.batch import (
+        BatchSummary,
+        Pair,
+        batch,
+        batch_iter,
+        folder_pairs,
+        read_pairs,
+    )
     from deepreg_core.device import DEVICE_CHOICES
     from deepreg_core.events import Event, Finished, Metrics, Progress, Started, Stopped, StopToken
     from deepreg_core.image import Image
@@ -65,6 +77,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from deepreg_core.landmarks import displacement_on_grid as landmark_displacement
     from deepreg_core.landmarks import fit_transform as fit_landmarks
     from deepreg_core.landmarks import pair_points
+    from deepreg_core.lazy import LazyImage, open_lazy, register_large, warp_blockwise
     from deepreg_core.metrics import FieldQuality, field_quality
     from deepreg_core.spatial import resample_to
     from deepreg_core.synth import mni_pair, synthetic_pair
@@ -116,6 +129,17 @@ _LAZY: dict[str, tuple[str, str]] = {
     "LoadedModel": ("deepreg_core.zoo.spec", "LoadedModel"),
     "ModelSpec": ("deepreg_core.zoo.spec", "ModelSpec"),
     "DEVICE_CHOICES": ("deepreg_core.device", "DEVICE_CHOICES"),
+    # scale
+    "batch": ("deepreg_core.batch", "batch"),
+    "batch_iter": ("deepreg_core.batch", "batch_iter"),
+    "read_pairs": ("deepreg_core.batch", "read_pairs"),
+    "folder_pairs": ("deepreg_core.batch", "folder_pairs"),
+    "Pair": ("deepreg_core.batch", "Pair"),
+    "BatchSummary": ("deepreg_core.batch", "BatchSummary"),
+    "open_lazy": ("deepreg_core.lazy", "open_lazy"),
+    "LazyImage": ("deepreg_core.lazy", "LazyImage"),
+    "register_large": ("deepreg_core.lazy", "register_large"),
+    "warp_blockwise": ("deepreg_core.lazy", "warp_blockwise"),
     # landmarks
     "fit_landmarks": ("deepreg_core.landmarks", "fit_transform"),
     "pair_points": ("deepreg_core.landmarks", "pair_points"),

@@ -1,4 +1,4 @@
-"""The ``deepreg-core`` command: register, train, evaluate, models.
+"""The ``deepreg-core`` command: register, batch, train, evaluate, models.
 
 Heavy imports (torch) happen inside the commands. Bad input ends with one line on stderr,
 ``deepreg-core: error: ...``, and exit status 2; never a traceback. ``register`` validates every
@@ -9,6 +9,7 @@ checkpoint.
 Examples
 --------
 $ deepreg-core register fixed.nii.gz moving.nii.gz -o out --model deformable-3d --refine-steps 50
+$ deepreg-core batch pairs.csv -o cohort --workers 4 --preset fast
 $ deepreg-core train recipe.yaml
 $ deepreg-core models
 """
@@ -72,23 +73,17 @@ def _progress(events, desc: str):
     return last
 
 
-def _read_points(path: str, flag: str):
-    import numpy as np
-
-    try:
-        points = np.loadtxt(path, delimiter=",", ndmin=2)
-    except OSError:
-        raise FileNotFoundError(f"{flag}: no such file {path}.") from None
-    except ValueError as error:
-        raise ValueError(f"{flag}: {path} is not a CSV of numbers ({error}).") from None
-    return points
-
-
 def cmd_register(args: argparse.Namespace) -> int:
-    from deepreg_core._outputs import check_output_folder, output_lock, recover, staged_folder
+    from deepreg_core._outputs import (
+        check_output_folder,
+        output_lock,
+        recover,
+        staged_folder,
+        write_result_set,
+    )
     from deepreg_core.events import Finished
     from deepreg_core.inference import register_iter
-    from deepreg_core.io import read_image
+    from deepreg_core.io import read_image, read_points
 
     if args.fixed_labels and not args.moving_labels:
         raise ValueError(
@@ -102,7 +97,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     fixed, moving = read_image(args.fixed), read_image(args.moving)
     labels = {key: read_image(getattr(args, key), labels=True) if getattr(args, key) else None
               for key in ("fixed_labels", "moving_labels")}
-    points = {key: _read_points(getattr(args, key), "--" + key.replace("_", "-"))
+    points = {key: read_points(getattr(args, key), "--" + key.replace("_", "-"))
               if getattr(args, key) else None for key in ("fixed_points", "moving_points")}
     events = register_iter(fixed, moving, model=args.model, preset=args.preset,
                            refine_steps=args.refine_steps, time_budget=args.time_budget,
@@ -119,7 +114,8 @@ def cmd_register(args: argparse.Namespace) -> int:
             raise ValueError("registration stopped before it finished")  # noqa: TRY004
         result = last.result
         with staged_folder(out) as staging:
-            summary = _write_results(result, fixed, args, staging)
+            summary = write_result_set(result, fixed, staging, fixed_path=args.fixed,
+                                           moving_path=args.moving)
     for note in result.notes:
         print(f"deepreg-core: note: {note}", file=sys.stderr)
     for warning in result.warnings:
@@ -133,28 +129,40 @@ def _chain(first, rest):
     yield from rest
 
 
-def _write_results(result, fixed, args: argparse.Namespace, folder: Path) -> dict:
-    """Write a registration's result set into ``folder``; return the metrics summary."""
-    import numpy as np
+def cmd_batch(args: argparse.Namespace) -> int:
+    from deepreg_core.batch import batch_iter, folder_pairs, read_pairs
+    from deepreg_core.events import Finished, Started
 
-    from deepreg_core.interop import save_displacement_nifti
-    from deepreg_core.io import write_image
-
-    write_image(result.warped, folder / "warped.nii.gz", reference=fixed)
-    save_displacement_nifti(result.displacement, fixed, folder / "displacement.nii.gz")
-    if result.jacobian is not None:
-        write_image(fixed.with_data(result.jacobian), folder / "jacobian.nii.gz", reference=fixed)
-    if result.saliency is not None:
-        write_image(fixed.with_data(result.saliency), folder / "saliency.nii.gz", reference=fixed)
-    if result.warped_labels is not None:
-        write_image(result.warped_labels, folder / "warped_labels.nii.gz", reference=fixed)
-    if result.affine is not None:
-        np.savetxt(folder / "affine_voxel.txt", result.affine)
-    summary = {"model": result.model_name, "preset": result.preset, "device": result.device,
-               "seed": result.seed, "fixed": str(args.fixed), "moving": str(args.moving),
-               **result.metrics, "warnings": list(result.warnings), "notes": list(result.notes)}
-    _write_json(summary, folder / "metrics.json")
-    return summary
+    source = Path(args.pairs)
+    if source.is_dir():
+        if not args.atlas:
+            raise ValueError(f"{source} is a folder: pass --atlas FIXED (every image in the "
+                             "folder is registered to it), or give a pairs CSV.")
+        pairs = folder_pairs(source, args.atlas, atlas_labels=args.atlas_labels)
+    elif args.atlas:
+        raise ValueError("--atlas goes with a folder of moving images, not with a pairs CSV.")
+    else:
+        pairs = read_pairs(source)
+    options = dict(model=args.model, preset=args.preset, refine_steps=args.refine_steps,
+                   time_budget=args.time_budget, qa=not args.no_qa, seed=args.seed,
+                   refine_affine=not args.no_refine_affine, regularization=args.regularization)
+    events = batch_iter(pairs, args.output, scheduler=args.scheduler, workers=args.workers,
+                        dashboard=args.dashboard, device=args.device, **options)
+    first = next(events)
+    if isinstance(first, Started) and first.config.get("dashboard"):
+        print(f"deepreg-core: dashboard: {first.config['dashboard']}", file=sys.stderr)
+    last = _progress(_chain(first, events), desc="batch")
+    if not isinstance(last, Finished):
+        raise ValueError("the batch stopped before it finished")  # noqa: TRY004
+    summary = last.result
+    for row in summary.rows:
+        if row["status"] == "failed":
+            print(f"deepreg-core: failed: {row['id']}: {row['reason']}", file=sys.stderr)
+    print(json.dumps({"done": summary.done, "failed": summary.failed,
+                      "skipped": summary.skipped, "pairs": len(summary.rows),
+                      "seconds": round(summary.seconds, 2),
+                      "summary": str(summary.output / "summary.csv")}))
+    return 1 if summary.failed else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -258,6 +266,24 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--overwrite", action="store_true",
                      help="replace the results of an earlier run in -o (the whole set)")
     reg.set_defaults(func=cmd_register)
+
+    ba = sub.add_parser("batch", help="register many pairs on a dask cluster (resumable)")
+    ba.add_argument("pairs", help="CSV with columns fixed, moving[, fixed_labels, moving_labels, "
+                                  "fixed_points, moving_points, id], or a folder with --atlas")
+    ba.add_argument("-o", "--output", required=True,
+                    help="batch folder: pairs/<id>/, records/, summary.csv, summary.json")
+    ba.add_argument("--atlas", help="the fixed image for every image of a PAIRS folder")
+    ba.add_argument("--atlas-labels", help="the atlas's label map (Dice needs moving labels too)")
+    ba.add_argument("--scheduler", help="address of a running dask scheduler "
+                                        "(default: a local cluster for this run)")
+    ba.add_argument("--workers", type=_bounded(int, 1, 1024), default=None,
+                    help="local worker processes (default: one per GPU, else 2)")
+    ba.add_argument("--dashboard", action="store_true", help="print the dask dashboard's link")
+    for action in reg._actions:  # the registration options, exactly as `register` has them
+        if action.dest in ("model", "preset", "refine_steps", "time_budget", "no_qa",
+                           "no_refine_affine", "regularization", "device", "seed"):
+            ba._add_action(action)
+    ba.set_defaults(func=cmd_batch)
 
     tr = sub.add_parser("train", help="train a model from a YAML config (also under torchrun)")
     tr.add_argument("config")
