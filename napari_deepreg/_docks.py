@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
 MIN_BODY_HEIGHT = 160
@@ -22,6 +23,7 @@ def scrolling_body(widget: QWidget) -> QVBoxLayout:
     layout = QVBoxLayout(inner)
     area = QScrollArea()
     area.setWidgetResizable(True)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # fit the width
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setWidget(inner)
     area.setMinimumHeight(MIN_BODY_HEIGHT)

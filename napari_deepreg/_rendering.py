@@ -237,7 +237,7 @@ def inverse_points(displacement: np.ndarray, points: np.ndarray, iterations: int
     return x
 
 
-def grid_paths(displacement: np.ndarray, lines: int = 8, samples: int = 2) -> list[np.ndarray]:
+def grid_paths(displacement: np.ndarray, lines: int = 6, samples: int = 2) -> list[np.ndarray]:
     """The lattice lines of the moving space drawn in the fixed grid, as 3D polylines.
 
     What a 3D view shows instead of a voxel image (whose one-voxel lines read as a cross-hatch):

@@ -19,8 +19,8 @@ from napari_deepreg._layers import RESULT_KEY, metadata_for
 
 GRID_STYLE = {"colormap": "gray", "blending": "additive", "contrast_limits": (0.0, 1.0),
               "opacity": 0.25}
-GRID_PATH_STYLE = {"shape_type": "path", "edge_color": "white", "edge_width": 0.4,
-                   "opacity": 0.5, "blending": "additive"}
+GRID_PATH_STYLE = {"shape_type": "path", "edge_color": "#66ccff", "edge_width": 0.2,
+                   "opacity": 0.6, "blending": "translucent_no_depth"}
 
 KEEP_CHOICES = {
     "warped + grid": ("warped", "grid", "folds"),

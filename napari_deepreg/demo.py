@@ -3,9 +3,11 @@
     python -m napari_deepreg.demo                 # opens napari and leaves it open
     python -m napari_deepreg.demo --headless --output demo_output   # under Xvfb: screenshots, exit
 
-With ``--headless`` the viewer is not shown; after the registration finishes, screenshots of the
-canvas and of the whole window (with the widget and its metrics) are saved into ``--output`` and
-the process exits (non-zero if the registration failed).
+With ``--headless`` the viewer is not shown; after the registration finishes, screenshots are
+saved into ``--output`` and the process exits (non-zero if the registration failed):
+``window.png`` (the whole window, 1500x950), ``canvas.png`` (a slice: green fixed, magenta warped,
+the grid under them), ``canvas_3d.png`` (the 3D view with the grid's polylines) and
+``register_dock.png`` (the Register dock with its read-out).
 """
 
 from __future__ import annotations
@@ -64,6 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     viewer.dims.ndisplay = 2
     viewer.screenshot(str(out / "canvas.png"), canvas_only=True)
     viewer.screenshot(str(out / "window.png"), canvas_only=False)
+    widget.grab().save(str(out / "register_dock.png"))
+    if args.sample == "brain_3d":
+        viewer.dims.ndisplay = 3
+        viewer.camera.angles = (0.0, 30.0, 70.0)
+        _wait(app, lambda: False, 1.0)
+        viewer.screenshot(str(out / "canvas_3d.png"), canvas_only=True)
+        viewer.dims.ndisplay = 2
     result = getattr(widget, "result", None)
     summary = {"finished": bool(finished and result is not None),
                "layers": [layer.name for layer in viewer.layers]}
