@@ -405,9 +405,7 @@ def register_iter(
                                              "refine_steps": steps, "tolerance": tol,
                                              "device": str(dev), "seed": seed})
 
-    moving_on_fixed = spatial.resample_to(moving, fixed, mode="linear", padding="zeros")
-    f = torch.from_numpy(normalize_intensity(fixed.data))[None, None].to(dev)
-    m = torch.from_numpy(normalize_intensity(moving_on_fixed.data))[None, None].to(dev)
+    moving_on_fixed, f, m = _prepare(fixed, moving, dev)
     u = torch.zeros((1, ndim) + tuple(fixed.shape), device=dev)
     affine, u_affine = None, None
     step = 0
@@ -435,23 +433,11 @@ def register_iter(
         u = u_affine = refined.displacement
         affine = refined.affine.numpy()
         step += sum(level.steps for level in pre_affine)
-    for index, stage in enumerate(stages):
-        if stop.stopped:
-            yield Stopped(step=step, checkpoint=None)
-            return
-        net = stage.network.to(dev).eval()
-        work = stage.working_shape(fixed.shape)
-        with torch.no_grad():
-            moved = spatial.warp(m, u, padding="zeros") if bool(u.any()) else m
-            out = net(resize_image(f, work), resize_image(moved, work))
-            u_stage = spatial.resize_displacement(out.displacement, fixed.shape)
-        if getattr(out, "affine", None) is not None:
-            affine = _rescale_affine(out.affine[0].detach().cpu().double().numpy(), work, fixed.shape)
-        u = spatial.compose(u, u_stage) if bool(u.any()) else u_stage
-        if stage.spec.is_affine and u_affine is None:
-            u_affine = u
-        step += 1
-        yield Progress(step=step, total=total, message=f"network {index + 1}/{len(stages)}")
+    ran = yield from _run_networks(stages, f, m, (u, affine, u_affine), step, total, stop)
+    if ran is None:
+        yield Stopped(step=step, checkpoint=None)
+        return
+    (u, affine, u_affine), step = ran
 
     def score(field: torch.Tensor | None) -> float:
         """Mutual information of the fixed image and the moving one warped by ``field``."""
@@ -523,6 +509,48 @@ def register_iter(
                                for k, v in held_values.items()})
     yield Progress(step=total, total=total, message="done")
     yield Finished(result=result)
+
+
+def _prepare(fixed: Image, moving: Image,
+             device: torch.device) -> tuple[Image, torch.Tensor, torch.Tensor]:
+    """The moving image on the fixed grid (world coordinates), and both normalised tensors."""
+    from deepreg_core import spatial
+
+    moving_on_fixed = spatial.resample_to(moving, fixed, mode="linear", padding="zeros")
+    f = torch.from_numpy(normalize_intensity(fixed.data))[None, None].to(device)
+    m = torch.from_numpy(normalize_intensity(moving_on_fixed.data))[None, None].to(device)
+    return moving_on_fixed, f, m
+
+
+def _run_networks(stages: list[LoadedModel], f: torch.Tensor, m: torch.Tensor,
+                  state: tuple[torch.Tensor, np.ndarray | None, torch.Tensor | None], step: int,
+                  total: int, stop: StopToken):
+    """Run each network on the pair as the transform so far leaves it, composing the fields.
+
+    ``state`` is ``(u, affine, u_affine)``; returns the new state and step, or None when
+    stopped. Each network sees the pair on its working grid (its spec), normalised.
+    """
+    from deepreg_core import spatial
+
+    u, affine, u_affine = state
+    shape = tuple(f.shape[2:])
+    for index, stage in enumerate(stages):
+        if stop.stopped:
+            return None
+        net = stage.network.to(f.device).eval()
+        work = stage.working_shape(shape)
+        with torch.no_grad():
+            moved = spatial.warp(m, u, padding="zeros") if bool(u.any()) else m
+            out = net(resize_image(f, work), resize_image(moved, work))
+            u_stage = spatial.resize_displacement(out.displacement, shape)
+        if getattr(out, "affine", None) is not None:
+            affine = _rescale_affine(out.affine[0].detach().cpu().double().numpy(), work, shape)
+        u = spatial.compose(u, u_stage) if bool(u.any()) else u_stage
+        if stage.spec.is_affine and u_affine is None:
+            u_affine = u
+        step += 1
+        yield Progress(step=step, total=total, message=f"network {index + 1}/{len(stages)}")
+    return (u, affine, u_affine), step
 
 
 def _assess(fixed: Image, moving: Image, moving_on_fixed: Image, f: torch.Tensor,
