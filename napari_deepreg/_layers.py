@@ -166,7 +166,64 @@ def layer_data_from_image(image: Image, name: str, layer_type: str = "image") ->
     return np.asarray(image.data), kwargs, layer_type
 
 
-def layer_to_image(layer: Any, role: str, *, kind: str = "image") -> Image:
+MAX_LAYER_VOXELS = 256**3
+"""The most voxels copied from a multiscale or dask-backed layer: larger data is registered on
+the finest pyramid level (or a block-averaged copy) under this size, and the user is told which."""
+
+
+def _level_matrix(factors: np.ndarray) -> np.ndarray:
+    """Level voxel -> level-0 voxel for a level ``factors`` times coarser (block centres)."""
+    ndim = len(factors)
+    matrix = np.eye(ndim + 1)
+    matrix[:ndim, :ndim] = np.diag(factors)
+    matrix[:ndim, ndim] = (factors - 1.0) / 2.0
+    return matrix
+
+
+def _large_data(layer: Any, role: str, max_voxels: int,
+                labels: bool = False) -> tuple[Any, np.ndarray]:
+    """The data to copy, and the level-to-level-0 voxel matrix (identity for level 0).
+
+    A multiscale layer gives its finest level under ``max_voxels``; dask/zarr-backed data over
+    it is block-averaged by the smallest power of 2 that fits (never read whole). Either way an
+    info notification says which level was registered.
+    """
+    levels = list(layer.data) if getattr(layer, "multiscale", False) else [layer.data]
+    full = np.asarray(levels[0].shape, dtype=np.float64)
+    chosen = next((k for k, level in enumerate(levels)
+                   if int(np.prod(level.shape)) <= max_voxels), None)
+    if chosen is not None and chosen == 0:
+        return levels[0], np.eye(len(full) + 1)
+    if chosen is not None:
+        data = levels[chosen]
+        note = f"pyramid level {chosen} of {len(levels)}"
+    else:  # even the coarsest level is too large: average blocks of the coarsest level
+        import dask.array as da
+
+        base = levels[-1]
+        factor = 2
+        while int(np.prod(np.ceil(np.asarray(base.shape) / factor))) > max_voxels:
+            factor *= 2
+        lazy = base if isinstance(base, da.Array) else da.from_array(base)
+        if labels:  # label values are not averaged: every factor-th voxel, offset to the centre
+            data = lazy[tuple(slice(factor // 2, n - n % factor, factor) for n in lazy.shape)]
+        else:
+            data = da.coarsen(np.mean, lazy, {axis: factor for axis in range(lazy.ndim)},
+                              trim_excess=True)
+        note = f"level {len(levels) - 1} averaged in blocks of {factor}"
+    factors = full / np.asarray(data.shape, dtype=np.float64)
+    from napari.utils import notifications
+
+    notifications.show_info(
+        f"{role}: {layer.name!r} has {int(np.prod(full)):,} voxels; registering {note}, shape "
+        f"{tuple(int(n) for n in data.shape)} ({' x '.join(f'{f:g}' for f in factors)} "
+        "coarser). The result is on that grid."
+    )
+    return data, _level_matrix(factors)
+
+
+def layer_to_image(layer: Any, role: str, *, kind: str = "image",
+                   max_voxels: int = MAX_LAYER_VOXELS) -> Image:
     """Copy a napari layer into a core ``Image`` in the layer's physical space.
 
     Parameters
@@ -178,6 +235,9 @@ def layer_to_image(layer: Any, role: str, *, kind: str = "image") -> Image:
     kind : {"image", "labels"}
         Which layer type is expected. Images are copied as float32 (RGB converted to grey with
         a notice); labels keep an integer dtype.
+    max_voxels : int
+        Multiscale and dask-backed layers larger than this are registered on a coarser level
+        (:data:`MAX_LAYER_VOXELS`; an info notification says which).
 
     Returns
     -------
@@ -202,7 +262,7 @@ def layer_to_image(layer: Any, role: str, *, kind: str = "image") -> Image:
             f"{role}: expected a napari {expected} layer, got {layer.__class__.__name__} layer "
             f"{layer.name!r}."
         )
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    data, to_level0 = _large_data(layer, role, max_voxels, labels=kind == "labels")
     data = np.array(data, copy=True)  # a plain numpy copy, also of dask/zarr data
     meta = dict(layer.metadata.get(META_KEY, {}))
     if kind == "image" and getattr(layer, "rgb", False):
@@ -228,7 +288,7 @@ def layer_to_image(layer: Any, role: str, *, kind: str = "image") -> Image:
             )
     elif not np.issubdtype(data.dtype, np.integer):
         data = data.astype(np.int32)
-    affine = layer_world_matrix(layer)
+    affine = layer_world_matrix(layer) @ to_level0
     return Image(data, affine, meta)
 
 
