@@ -92,6 +92,9 @@ def format_metrics(metrics: dict[str, float], model: str = "", device: str = "")
             unit = " mm" if key == "tre" else ""
             lines.append(f"{label} {fmt.format(metrics[before_key])} → "
                          f"{fmt.format(metrics[after_key])}{unit}")
+    if "tre_holdout_before_mm" in metrics and "tre_holdout_after_mm" in metrics:
+        lines.append(f"held-out TRE {metrics['tre_holdout_before_mm']:.2f} → "
+                     f"{metrics['tre_holdout_after_mm']:.2f} mm")
     if "folding_percent" in metrics:
         lines.append(f"folding {metrics['folding_percent']:.3f} %")
     if metrics.get("worse_than_input"):

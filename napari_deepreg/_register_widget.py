@@ -36,9 +36,11 @@ from qtpy.QtWidgets import QLabel, QTextBrowser, QWidget
 from superqt import QCollapsible
 
 from deepreg_core import api
-from napari_deepreg import _layers
+from napari_deepreg import _landmarks, _layers
+from napari_deepreg._alignment_panel import AlignmentPanel
 from napari_deepreg._docks import docked, scrolling_body
 from napari_deepreg._jobs import JobRunner, notify_error, notify_info, notify_warning
+from napari_deepreg._landmark_panel import LandmarkPanel
 from napari_deepreg._register_actions import ResultActions
 from napari_deepreg._register_job import JobFailed, Rendered, format_metrics, registration_job
 
@@ -81,7 +83,7 @@ def is_spatial_image(layer: Any) -> bool:
             and _layers.FIELD_KEY not in layer.metadata)
 
 
-class RegisterWidget(ResultActions, QWidget):
+class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
     """Register a moving image layer to a fixed one with a pretrained model (+ refinement)."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
@@ -125,10 +127,6 @@ class RegisterWidget(ResultActions, QWidget):
                                            nullable=True)
         self.moving_labels_combo = ComboBox(label="moving labels", choices=layers_of("Labels"),
                                             nullable=True)
-        self.fixed_points_combo = ComboBox(label="fixed points", choices=layers_of("Points"),
-                                           nullable=True)
-        self.moving_points_combo = ComboBox(label="moving points", choices=layers_of("Points"),
-                                            nullable=True)
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(value=0, min=0, max=1, label="progress")
@@ -167,12 +165,11 @@ class RegisterWidget(ResultActions, QWidget):
         self.card_text.setMinimumHeight(160)
         self.card = QCollapsible("Model card")
         self.card.addWidget(self.card_text)
-        self.evaluation = Container(widgets=[
-            self.fixed_labels_combo, self.moving_labels_combo, self.fixed_points_combo,
-            self.moving_points_combo,
-        ])
-        self.evaluation_box = QCollapsible("Labels and points (Dice, TRE)")
+        self.evaluation = Container(widgets=[self.fixed_labels_combo, self.moving_labels_combo])
+        self.evaluation_box = QCollapsible("Labels (Dice)")
         self.evaluation_box.addWidget(self.evaluation.native)
+        self.landmarks_box = self._build_landmarks(layers_of)
+        self.alignment_box = self._build_alignment()
         self.controls = Container(widgets=[
             Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                       labels=False),
@@ -184,8 +181,8 @@ class RegisterWidget(ResultActions, QWidget):
                       layout="horizontal", labels=False),
         ])
         layout = scrolling_body(self)
-        parts = (self.form.native, self.refinement_box, self.card, self.evaluation_box,
-                 self.outputs_box, self.controls.native, self.metrics_label, self.actions.native)
+        parts = (self.form.native, self.refinement_box, self.card, self.landmarks_box,
+                 self.alignment_box, self.evaluation_box, self.outputs_box, self.controls.native, self.metrics_label, self.actions.native)
         for part in parts:
             layout.addWidget(part)
         layout.addStretch(1)
@@ -207,12 +204,13 @@ class RegisterWidget(ResultActions, QWidget):
         self.viewer.dims.events.order.connect(self._refresh_grid)
         self.viewer.dims.events.ndisplay.connect(self._refresh_grid)
         self.reset_choices()
+        self._watch_moving()
         self._update_enabled()
 
     # ------------------------------------------------------------------ choices
     def reset_choices(self, *_: Any) -> None:
         """Refresh every layer picker (napari calls this when layers change)."""
-        for container in (self.form, self.evaluation, self.actions):
+        for container in (self.form, self.evaluation, self.landmarks, self.actions):
             container.reset_choices()
         self._pick_default_pair()
         self._pick_default_labels()
@@ -247,7 +245,8 @@ class RegisterWidget(ResultActions, QWidget):
         zoo = api.list_models(ndim)
         kinds = [kind for kind in MODEL_KINDS if ndim is None or all(
             api.resolve_model_name(part, ndim) in zoo for part in kind.split("+"))]
-        names = kinds + [n for n in zoo if n not in MODEL_KINDS]
+        names = kinds + _landmarks.landmark_models("deformable" in kinds)
+        names += [n for n in zoo if n not in MODEL_KINDS]
         extra = [n for n, model in self._extra_models.items()
                  if n not in names and (ndim is None or _model_ndim(model) in (None, ndim))]
         return names + extra
@@ -273,6 +272,10 @@ class RegisterWidget(ResultActions, QWidget):
             text = api.model_card(str(model))
         elif name in self._extra_models:
             text = f"# {name}\nA network built in this session (not saved as a model folder)."
+        elif _landmarks.landmark_only(name):
+            text = (f"# {name}\nFits a {_landmarks.landmark_kind(name)} transform to the point "
+                    "pairs of the Landmarks section (no network); the preset's refinement then "
+                    "matches the images while a landmark term keeps the pairs together.")
         else:
             layer = self.fixed_combo.value
             ndim = layer.ndim if layer is not None else 2
@@ -295,11 +298,16 @@ class RegisterWidget(ResultActions, QWidget):
         self.reg_spin.enabled = refine and not self.reg_default_check.value
 
     # ------------------------------------------------------------------ run
-    def _collect(self) -> tuple[Any, Any, dict[str, Any]]:
-        """Copy the chosen layers into core Images (GUI thread) and gather the options."""
+    def _collect(self, quiet: bool = False) -> tuple[Any, Any, dict[str, Any]]:
+        """Copy the chosen layers into core Images (GUI thread) and gather the options.
+
+        ``quiet``: a re-run because landmark pairs changed (a landmark-only fit skips the
+        refinement).
+        """
         fixed_layer, moving_layer = self.fixed_combo.value, self.moving_combo.value
         fixed = _layers.layer_to_image(fixed_layer, "fixed")
-        moving = _layers.layer_to_image(moving_layer, "moving")
+        moving_shown = _layers.layer_to_image(moving_layer, "moving")
+        moving = self._moving_to_register(moving_layer, moving_shown)
         if fixed_layer == moving_layer:
             raise ValueError("fixed and moving are the same layer; pick two different images.")
         if fixed.ndim != moving.ndim:
@@ -329,19 +337,8 @@ class RegisterWidget(ResultActions, QWidget):
         if self.moving_labels_combo.value is not None:
             options["moving_labels"] = _layers.layer_to_image(
                 self.moving_labels_combo.value, "moving labels", kind="labels")
-        fixed_points, moving_points = self.fixed_points_combo.value, self.moving_points_combo.value
-        if fixed_points is not None and moving_points is None:
-            raise ValueError("fixed points need moving points too: TRE compares pairs of points.")
-        if moving_points is not None:
-            options["moving_points"] = _layers.points_to_voxels(moving_points, moving,
-                                                                "moving points")
-        if fixed_points is not None:
-            options["fixed_points"] = _layers.points_to_voxels(fixed_points, fixed, "fixed points")
-            if len(options["fixed_points"]) != len(options["moving_points"]):
-                raise ValueError(
-                    f"fixed points ({len(options['fixed_points'])}) and moving points "
-                    f"({len(options['moving_points'])}) must come in pairs, in the same order."
-                )
+        options.update(self._landmark_options(fixed, moving, moving_shown, options["model"],
+                                              quiet))
         return fixed, moving, options
 
     @property
@@ -349,18 +346,26 @@ class RegisterWidget(ResultActions, QWidget):
         """The running thread worker, or None."""
         return self.jobs.worker
 
-    def run(self, *_: Any) -> None:
-        """Start a registration in a worker thread (Run button)."""
+    def run(self, *_: Any, quiet: bool = False) -> None:
+        """Start a registration in a worker thread (Run button).
+
+        ``quiet``: a re-run because landmark pairs changed; a problem (e.g. a pair not yet
+        complete) is said in the status line, not as a notification.
+        """
         if self.jobs.running:
             return
-        self.metrics_label.setText("")  # never show the last run's numbers next to this one
-        self.progress.value = 0
         try:
-            fixed, moving, options = self._collect()
+            fixed, moving, options = self._collect(quiet)
         except (ValueError, TypeError) as error:
+            self.metrics_label.setText("")  # never show the last run's numbers next to this one
+            if quiet:
+                self.status_label.value = f"waiting for pairs: {error}"
+                return
             self.status_label.value = "not started: see the notification"
             notify_error(str(error))
             return
+        self.metrics_label.setText("")
+        self.progress.value = 0
         self._pending = (self.fixed_combo.value, self.moving_combo.value)
         displayed = self._displayed_axes(fixed.ndim)
         self.jobs.start(lambda stop: registration_job(fixed, moving, options, stop, displayed))
@@ -403,6 +408,7 @@ class RegisterWidget(ResultActions, QWidget):
 
     def _on_finished(self) -> None:
         self._set_running(False)
+        self._rerun_if_pending()
 
     # ------------------------------------------------------------------ result
     def _show_result(self, event: Rendered) -> None:

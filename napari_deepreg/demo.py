@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 
-def _wait(app, predicate, timeout: float) -> bool:
+def pump_until(app, predicate, timeout: float) -> bool:
+    """Process Qt events until ``predicate()`` is true or ``timeout`` seconds passed."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         app.processEvents()
@@ -56,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         widget.refine_check.value = True
         widget.steps_spin.value = args.refine_steps
     widget.run()
-    finished = _wait(app, lambda: getattr(widget, "worker", None) is None, args.timeout)
-    _wait(app, lambda: False, 1.0)  # let the result layers draw
+    finished = pump_until(app, lambda: getattr(widget, "worker", None) is None, args.timeout)
+    pump_until(app, lambda: False, 1.0)  # let the result layers draw
     if not args.headless:
         napari.run()
         return 0
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sample == "brain_3d":
         viewer.dims.ndisplay = 3
         viewer.camera.angles = (0.0, 30.0, 70.0)
-        _wait(app, lambda: False, 1.0)
+        pump_until(app, lambda: False, 1.0)
         viewer.screenshot(str(out / "canvas_3d.png"), canvas_only=True)
         viewer.dims.ndisplay = 2
     result = getattr(widget, "result", None)
