@@ -2,7 +2,8 @@
 
 No plotting library is needed (matplotlib and pyqtgraph are not dependencies of the plugin). The
 plot keeps its points in :attr:`LossPlot.series` (``{"train": [(step, loss), ...], "val": ...}``)
-so tests can read what was drawn; it must be fed from the GUI thread.
+so tests can read what was drawn; it must be fed from the GUI thread. Other lines (the time-series
+widget's drift against frame) pass their own ``colors``, ``legend`` and axis text.
 """
 
 from __future__ import annotations
@@ -28,12 +29,17 @@ class LossPlot(QWidget):
     [(1, 0.5)]
     """
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, colors: dict[str, QColor] | None = None,
+                 legend: str = "— train   — val", empty: str = "loss appears here",
+                 x_label: str = "step",
+                 tooltip: str = "loss per step: training (blue), validation (orange)") -> None:
         super().__init__(parent)
-        self.series: dict[str, list[tuple[int, float]]] = {"train": [], "val": []}
+        self.colors = dict(colors or COLORS)
+        self.series: dict[str, list[tuple[int, float]]] = {name: [] for name in self.colors}
+        self.legend, self.empty, self.x_label = legend, empty, x_label
         self.setMinimumHeight(140)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        self.setToolTip("loss per step: training (blue), validation (orange)")
+        self.setToolTip(tooltip)
 
     def add_point(self, phase: str, step: int, value: float) -> None:
         """Append ``(step, value)`` to the ``phase`` line (non-finite values are skipped)."""
@@ -65,7 +71,7 @@ class LossPlot(QWidget):
         painter.drawRect(area)
         points = [p for line in self.series.values() for p in line]
         if not points:
-            painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "loss appears here")
+            painter.drawText(area, Qt.AlignmentFlag.AlignCenter, self.empty)
             painter.end()
             return
         steps = [p[0] for p in points]
@@ -83,7 +89,7 @@ class LossPlot(QWidget):
         for phase, line in self.series.items():
             if not line:
                 continue
-            painter.setPen(QPen(COLORS[phase], 1.5))
+            painter.setPen(QPen(self.colors[phase], 1.5))
             if len(line) == 1:
                 painter.drawEllipse(to_screen(*line[0]), 2.5, 2.5)
             else:
@@ -94,7 +100,7 @@ class LossPlot(QWidget):
         painter.drawText(QRectF(0, area.bottom() - 8, MARGIN_LEFT - 4, 14),
                          Qt.AlignmentFlag.AlignRight, f"{y0:.3g}")
         painter.drawText(QRectF(area.left(), area.bottom() + 2, area.width(), 16),
-                         Qt.AlignmentFlag.AlignRight, f"step {x1}")
+                         Qt.AlignmentFlag.AlignRight, f"{self.x_label} {x1}")
         painter.drawText(QRectF(area.left(), 0, area.width(), MARGIN_TOP),
-                         Qt.AlignmentFlag.AlignLeft, "— train   — val")
+                         Qt.AlignmentFlag.AlignLeft, self.legend)
         painter.end()

@@ -98,7 +98,29 @@ def alignment() -> None:
     viewer.close()
 
 
+def series() -> None:
+    from scipy import ndimage
+
+    viewer, app = _viewer()
+    viewer.open_sample("napari-deepreg", "brain_2d")
+    frame = np.asarray(viewer.layers["fixed"].data, dtype=np.float32)
+    scale = tuple(viewer.layers["fixed"].scale)
+    viewer.layers.clear()
+    drift = [(0.4 * t + np.sin(t / 2.0), -0.3 * t) for t in range(12)]  # voxels
+    stack = np.stack([ndimage.shift(frame, d, order=1) for d in drift])
+    viewer.add_image(stack, name="movie", scale=(1.0, *scale))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepreg", "Time series")
+    widget.layer_combo.value = viewer.layers["movie"]
+    widget.run()
+    _wait(app, lambda: widget.worker is None, 600)
+    viewer.layers["movie"].visible = False
+    viewer.dims.set_point(0, 11)
+    _wait(app, lambda: False, 1.0)
+    viewer.screenshot(str(HERE / "time_series.png"), canvas_only=False)
+    viewer.close()
+
+
 if __name__ == "__main__":
-    parts = {"landmarks": landmarks, "alignment": alignment}
+    parts = {"landmarks": landmarks, "alignment": alignment, "series": series}
     for part in sys.argv[1:]:
         parts[part]()
