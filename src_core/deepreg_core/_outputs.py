@@ -31,8 +31,11 @@ from deepreg_core._files import is_stale_temporary, process_alive, remove_stale_
 RESULT_FILES = (
     "warped.nii.gz", "displacement.nii.gz", "jacobian.nii.gz", "saliency.nii.gz",
     "warped_labels.nii.gz", "affine_voxel.txt", "metrics.json",
+    # register --channel-axis; series
+    "warped_channels.nii.gz", "warped_channels.tif",
+    "corrected.nii.gz", "corrected.tif", "metrics.csv", "drift.csv",
 )
-"""Every file a registration run may write into its output folder."""
+"""Every file a registration run (``register``, ``series``) may write into its output folder."""
 
 
 def write_result_set(result, fixed, folder: Path, *, fixed_path: str | os.PathLike[str],

@@ -11,6 +11,9 @@ Registration
     :func:`register`, :func:`register_iter` (events), :class:`RegistrationResult`,
     :data:`PRESETS`, :func:`apply_transform`, :func:`inverse_displacement`,
     :func:`moving_points_to_fixed`, :func:`save_warped`, :func:`save_transform`.
+Time series and channels
+    :func:`register_series`, :func:`register_series_iter` (events), :class:`SeriesResult`;
+    :func:`register_channels`, :func:`register_channels_iter`, :class:`ChannelsResult`.
 Events
     :class:`Event`, :class:`Started`, :class:`Progress`, :class:`Metrics`, :class:`Finished`,
     :class:`Stopped`, :class:`StopToken`.
@@ -61,6 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         folder_pairs,
         read_pairs,
     )
+    from deepreg_core.channels import ChannelsResult, register_channels, register_channels_iter
     from deepreg_core.device import DEVICE_CHOICES
     from deepreg_core.events import Event, Finished, Metrics, Progress, Started, Stopped, StopToken
     from deepreg_core.image import Image
@@ -79,6 +83,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from deepreg_core.landmarks import pair_points
     from deepreg_core.lazy import LazyImage, open_lazy, register_large, warp_blockwise
     from deepreg_core.metrics import FieldQuality, field_quality
+    from deepreg_core.series import SeriesResult, register_series, register_series_iter
     from deepreg_core.spatial import resample_to
     from deepreg_core.synth import mni_pair, synthetic_pair
     from deepreg_core.training.config import TrainConfig, load_config, save_config
@@ -103,6 +108,13 @@ _LAZY: dict[str, tuple[str, str]] = {
     "RegistrationResult": ("deepreg_core.inference", "RegistrationResult"),
     "PRESETS": ("deepreg_core.inference", "PRESETS"),
     "apply_transform": ("deepreg_core.inference", "apply_transform"),
+    # time series and channels
+    "register_series": ("deepreg_core.series", "register_series"),
+    "register_series_iter": ("deepreg_core.series", "register_series_iter"),
+    "SeriesResult": ("deepreg_core.series", "SeriesResult"),
+    "register_channels": ("deepreg_core.channels", "register_channels"),
+    "register_channels_iter": ("deepreg_core.channels", "register_channels_iter"),
+    "ChannelsResult": ("deepreg_core.channels", "ChannelsResult"),
     # events
     "Event": ("deepreg_core.events", "Event"),
     "Started": ("deepreg_core.events", "Started"),

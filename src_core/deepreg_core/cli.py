@@ -1,4 +1,4 @@
-"""The ``deepreg-core`` command: register, batch, train, evaluate, models.
+"""The ``deepreg-core`` command: register, batch, series, train, evaluate, models.
 
 Heavy imports (torch) happen inside the commands. Bad input ends with one line on stderr,
 ``deepreg-core: error: ...``, and exit status 2; never a traceback. ``register`` validates every
@@ -10,6 +10,7 @@ Examples
 --------
 $ deepreg-core register fixed.nii.gz moving.nii.gz -o out --model deformable-3d --refine-steps 50
 $ deepreg-core batch pairs.csv -o cohort --workers 4 --preset fast
+$ deepreg-core series movie.tif -o corrected --time-axis 0 --reference first --model affine
 $ deepreg-core train recipe.yaml
 $ deepreg-core models
 """
@@ -20,6 +21,7 @@ import argparse
 import json
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 EXPECTED_ERRORS = (ValueError, TypeError, FileNotFoundError, ImportError, NotADirectoryError,
@@ -92,6 +94,8 @@ def cmd_register(args: argparse.Namespace) -> int:
         )
     if args.fixed_points and not args.moving_points:
         raise ValueError("--fixed-points needs --moving-points (the landmark error needs both).")
+    if args.channel_axis is not None or args.channel is not None:
+        return cmd_register_channels(args)
     out = check_output_folder(args.output, args.overwrite)
     # Every input is read and checked before the output folder is touched.
     fixed, moving = read_image(args.fixed), read_image(args.moving)
@@ -127,6 +131,176 @@ def cmd_register(args: argparse.Namespace) -> int:
 def _chain(first, rest):
     yield first
     yield from rest
+
+
+def _read_channels(path: str, axis: int, ndim: int | None = None):
+    """A multi-channel file's channels; a single-channel image of ``ndim`` dimensions as one."""
+    from deepreg_core.io import read_image
+    from deepreg_core.stacks import read_stack
+
+    if ndim is not None:
+        try:
+            image = read_image(path)
+        except ValueError:  # 4D, or a TIFF with channel axes: a stack
+            image = None
+        if image is not None and image.ndim == ndim:
+            return image
+    return read_stack(path, axis, name="--channel-axis").frames
+
+
+def cmd_register_channels(args: argparse.Namespace) -> int:
+    """``register --channel-axis N --channel K|mean``: one transform for every channel."""
+    from deepreg_core._outputs import (
+        check_output_folder,
+        output_lock,
+        recover,
+        staged_folder,
+        write_result_set,
+    )
+    from deepreg_core.channels import register_channels_iter
+    from deepreg_core.events import Finished
+    from deepreg_core.stacks import write_frames
+
+    if args.channel_axis is None:
+        raise ValueError("--channel needs --channel-axis (where the channels lie in the file).")
+    if args.fixed_labels or args.moving_labels or args.fixed_points or args.moving_points:
+        raise ValueError("--channel-axis registers images only; labels and points are not "
+                         "taken with it (register one channel to use them).")
+    out = check_output_folder(args.output, args.overwrite)
+    moving = _read_channels(args.moving, args.channel_axis)
+    fixed = _read_channels(args.fixed, args.channel_axis, ndim=moving[0].ndim)
+    events = register_channels_iter(
+        fixed, moving, channel=args.channel if args.channel is not None else 0,
+        channel_axis=args.channel_axis, model=args.model, preset=args.preset,
+        refine_steps=args.refine_steps, time_budget=args.time_budget, qa=not args.no_qa,
+        refine_affine=not args.no_refine_affine, regularization=args.regularization,
+        device=args.device, seed=args.seed)
+    first = next(events)  # the channel and the registration options are checked here
+    with output_lock(out):
+        recover(out)
+        check_output_folder(out, args.overwrite)
+        last = _progress(_chain(first, events), desc="register")
+        if not isinstance(last, Finished):
+            raise ValueError("registration stopped before it finished")  # noqa: TRY004
+        result = last.result.registration
+        suffix = ".tif" if args.moving.lower().endswith((".tif", ".tiff")) else ".nii.gz"
+        with staged_folder(out) as staging:
+            summary = write_result_set(result, result.fixed, staging, fixed_path=args.fixed,
+                                       moving_path=args.moving)
+            write_frames(last.result.warped_channels, result.fixed,
+                         staging / f"warped_channels{suffix}")
+    for warning in result.warnings:
+        print(f"deepreg-core: warning: {warning}", file=sys.stderr)
+    summary = {**summary, "channel": last.result.channel,
+               "channels": len(last.result.warped_channels)}
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}))
+    return 0
+
+
+def _reference(text: str):
+    """``--reference``: first, previous, mean or a frame index."""
+    if text in ("first", "previous", "mean"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected first, previous, mean or a frame index, got {text!r}") from None
+
+
+def _channel(text: str):
+    """``--channel``: a channel index or mean."""
+    if text == "mean":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a channel index or mean, got {text!r}") \
+            from None
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    import csv
+    import io
+
+    from deepreg_core._files import atomic_write_text
+
+    buffer = io.StringIO()
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _write_series(result, stack, folder: Path, source: str, config: dict) -> dict:
+    """The series result set: corrected stack, metrics.csv/json, drift.csv; returns the summary."""
+    from deepreg_core.stacks import write_stack
+
+    suffix = ".nii.gz" if stack.kind == "nifti" else ".tif"
+    write_stack(stack, result.corrected, folder / f"corrected{suffix}")
+    rows = [{"frame": t, **row} for t, row in enumerate(result.metrics)]
+    _write_csv(rows, folder / "metrics.csv")
+    _write_csv([{"frame": t, "drift_mm": float(result.drift_mm[t]),
+                 **{f"drift_axis{i}_mm": float(v) for i, v in enumerate(result.drift_vector_mm[t])}}
+                for t in range(result.frames_done)], folder / "drift.csv")
+    summary = {"stack": str(source), "time_axis": stack.axis, "reference": result.reference,
+               "frames_done": result.frames_done, "total_frames": result.total_frames,
+               "model": config.get("model"), "preset": config.get("preset"),
+               "device": config.get("device"),
+               "mean_drift_mm": float(result.drift_mm.mean()),
+               "mean_drift_vector_mm": result.drift_vector_mm.mean(axis=0).tolist(),
+               "warnings": list(result.warnings)}
+    _write_json({**summary, "frames": rows}, folder / "metrics.json")
+    return summary
+
+
+def cmd_series(args: argparse.Namespace) -> int:
+    """Register every frame of a 2D+t / 3D+t stack to a reference; Ctrl-C keeps frames done."""
+    from deepreg_core._outputs import check_output_folder, output_lock, recover, staged_folder
+    from deepreg_core.events import Started, StopToken
+    from deepreg_core.series import register_series_iter
+    from deepreg_core.stacks import read_stack
+
+    out = check_output_folder(args.output, args.overwrite)
+    stack = read_stack(args.stack, args.time_axis, name="--time-axis")
+    stop = StopToken()
+    events = register_series_iter(
+        stack.frames, reference=args.reference, model=args.model, preset=args.preset,
+        refine_steps=args.refine_steps, time_budget=args.time_budget, qa=not args.no_qa,
+        refine_affine=not args.no_refine_affine, regularization=args.regularization,
+        device=args.device, seed=args.seed, keep_displacements=False, stop=stop)
+    first = next(events)  # the series, the reference and the options are checked here
+    config = first.config if isinstance(first, Started) else {}
+    with output_lock(out):
+        recover(out)
+        check_output_folder(out, args.overwrite)
+        with _stop_on_signals(stop):
+            last = _progress(_chain(first, events), desc="series")
+        result = last.result
+        if result.frames_done == 0:
+            raise ValueError("stopped before the first frame was registered; nothing written")
+        with staged_folder(out) as staging:
+            summary = _write_series(result, stack, staging, args.stack, config)
+    for warning in result.warnings:
+        print(f"deepreg-core: warning: {warning}", file=sys.stderr)
+    if not result.complete:
+        print(f"deepreg-core: stopped: kept {result.frames_done} of {result.total_frames} "
+              "frames", file=sys.stderr)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}))
+    return 0 if result.complete else 130
+
+
+@contextmanager
+def _stop_on_signals(stop):
+    """SIGTERM and Ctrl-C set ``stop``: the job ends at its next step and keeps what it did."""
+    previous = {sig: signal.signal(sig, lambda *_: stop.stop())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -176,13 +350,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     # SIGTERM (``timeout``, a scheduler) and Ctrl-C stop at the next step boundary with a
     # checkpoint, so chunked runs (`timeout 540 deepreg-core train ... --resume DIR`) lose nothing.
     stop = StopToken()
-    previous = {sig: signal.signal(sig, lambda *_: stop.stop())
-                for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with _stop_on_signals(stop):
         last = _progress(train(cfg, resume=args.resume, stop=stop), desc="train")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if isinstance(last, (Finished, Stopped)):
         print(json.dumps({"event": type(last).__name__,
                           "result": str(getattr(last, "result", getattr(last, "checkpoint", "")))}))
@@ -265,7 +434,31 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--moving-points", help="CSV of voxel indices, one landmark a row")
     reg.add_argument("--overwrite", action="store_true",
                      help="replace the results of an earlier run in -o (the whole set)")
+    reg.add_argument("--channel-axis", type=int, default=None,
+                     help="the channel axis of a multi-channel MOVING (and FIXED) file, singleton "
+                          "axes dropped; every channel is warped (warped_channels.*)")
+    reg.add_argument("--channel", type=_channel, default=None,
+                     help="the channel registered (index, default 0) or 'mean'")
     reg.set_defaults(func=cmd_register)
+
+    se = sub.add_parser("series", help="register every frame of a 2D+t / 3D+t stack to a "
+                                       "reference (motion and drift correction)")
+    se.add_argument("stack", help="a .nii/.nii.gz or .tif/.tiff stack")
+    se.add_argument("-o", "--output", required=True,
+                    help="output folder: corrected.*, metrics.csv, metrics.json, drift.csv")
+    se.add_argument("--time-axis", type=int, required=True,
+                    help="the time axis of the file's array (singleton axes dropped), "
+                         "e.g. 3 for a NIfTI (x, y, z, t)")
+    se.add_argument("--reference", type=_reference, default="first",
+                    help="first (default), previous (chained), mean, or a frame index")
+    for action in reg._actions:  # the registration options, exactly as `register` has them
+        if action.dest in ("preset", "refine_steps", "time_budget", "no_qa", "no_refine_affine",
+                           "regularization", "device", "seed", "overwrite"):
+            se._add_action(action)
+    se.add_argument("--model", default="deformable",
+                    help="affine (affine-only correction), deformable (default), a zoo name or "
+                         "a folder")
+    se.set_defaults(func=cmd_series)
 
     ba = sub.add_parser("batch", help="register many pairs on a dask cluster (resumable)")
     ba.add_argument("pairs", help="CSV with columns fixed, moving[, fixed_labels, moving_labels, "

@@ -69,10 +69,15 @@ class CheckpointSaved:
 
 @dataclass(frozen=True)
 class Stopped:
-    """The job stopped at ``step`` on request; ``checkpoint`` is where its state was saved."""
+    """The job stopped at ``step`` on request; ``checkpoint`` is where its state was saved.
+
+    ``result`` is what a job keeps of the work done before the stop (e.g. the frames of a time
+    series already registered), or None.
+    """
 
     step: int
     checkpoint: Path | None = None
+    result: Any = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,7 @@ def drain(events: Iterable[Event], on_event: Callable[[Event], None] | None = No
     Example
     -------
     >>> drain(iter([Started(1), Progress(1, 1), Stopped(1)]))
-    Stopped(step=1, checkpoint=None)
+    Stopped(step=1, checkpoint=None, result=None)
     """
     last: Event | None = None
     for event in events:
