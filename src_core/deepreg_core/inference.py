@@ -200,8 +200,13 @@ def _check_pair(fixed: Image, moving: Image) -> None:
         )
 
 
-def _resolve_models(model, ndim: int) -> list[LoadedModel]:
-    """Turn the ``model`` argument into loaded models with their specs, checked against ``ndim``."""
+def resolve_models(model, ndim: int) -> list[LoadedModel]:
+    """Turn the ``model`` argument into loaded models with their specs, checked against ``ndim``.
+
+    Zoo names (and kinds, ``"affine+deformable"``) are loaded; loaded models and networks pass
+    through. A caller registering many pairs resolves once and passes the list on (loading a
+    model costs far more than running it on a small pair).
+    """
     from deepreg_core import zoo
     from deepreg_core.zoo.spec import LoadedModel, ModelSpec
 
@@ -210,9 +215,9 @@ def _resolve_models(model, ndim: int) -> list[LoadedModel]:
     elif isinstance(model, torch.nn.Module):
         found = [LoadedModel(model, ModelSpec.of_network(model))]
     elif isinstance(model, (list, tuple)):
-        return [m for item in model for m in _resolve_models(item, ndim)]
+        return [m for item in model for m in resolve_models(item, ndim)]
     elif "+" in str(model):
-        return [m for part in str(model).split("+") for m in _resolve_models(part.strip(), ndim)]
+        return [m for part in str(model).split("+") for m in resolve_models(part.strip(), ndim)]
     else:
         found = [zoo.load(zoo.resolve_name(str(model), ndim))]
     for loaded in found:
@@ -389,7 +394,7 @@ def register_iter(
     landmark_kind, model = _landmark_stage(model)
     guide = _landmark_fit(landmark_kind, fixed, moving, fixed_points, moving_points,
                           landmark_holdout, seed) if landmark_kind else None
-    stages = _resolve_models(model, ndim)
+    stages = resolve_models(model, ndim)
     affine_only = all(stage.spec.is_affine for stage in stages) and landmark_kind != "tps"
     levels = optimize.schedule(steps, fixed.shape, affine_only=affine_only, affine=refine_affine)
     # Deformable networks expect a roughly aligned pair (their cards say so): without an affine

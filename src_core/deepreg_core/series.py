@@ -201,7 +201,12 @@ def register_series_iter(
         reference, or options :func:`~deepreg_core.inference.register_iter` refuses.
     """
     from deepreg_core import spatial
-    from deepreg_core.inference import apply_transform, register_iter
+    from deepreg_core.inference import (
+        LANDMARK_PREFIX,
+        apply_transform,
+        register_iter,
+        resolve_models,
+    )
 
     stop = stop or StopToken()
     frames = as_frames(frames, time_axis, spacing=spacing, name="time_axis")
@@ -227,6 +232,9 @@ def register_series_iter(
         if reference == "mean":
             return mean
         return None if t == anchor else frames[int(anchor)]
+
+    if not (isinstance(model, str) and model.startswith(LANDMARK_PREFIX)):
+        model = resolve_models(model, grid.ndim)  # loaded once, not once per frame
 
     def job(t: int) -> Iterator[Event]:
         return register_iter(fixed_for(t), frames[t], model=model, preset=preset, device=device,
