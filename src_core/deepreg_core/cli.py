@@ -255,6 +255,20 @@ def _write_series(result, stack, folder: Path, source: str, config: dict) -> dic
     return summary
 
 
+def cmd_large(args: argparse.Namespace) -> int:
+    from deepreg_core.lazy import register_large
+
+    result = register_large(args.fixed, args.moving, args.output, max_voxels=args.max_voxels,
+                            chunks=args.chunks, nifti=not args.no_nifti, model=args.model,
+                            preset=args.preset, refine_steps=args.refine_steps,
+                            time_budget=args.time_budget, device=args.device, seed=args.seed)
+    print(json.dumps({"output": str(result.output), "level_shape": list(result.level_shape),
+                      "factor": result.factor, **{k: v for k, v in result.metrics.items()
+                                                  if k.endswith(("_before", "_after"))}},
+                     default=float))
+    return 0
+
+
 def cmd_series(args: argparse.Namespace) -> int:
     """Register every frame of a 2D+t / 3D+t stack to a reference; Ctrl-C keeps frames done."""
     from deepreg_core._outputs import check_output_folder, output_lock, recover, staged_folder
@@ -477,6 +491,23 @@ def build_parser() -> argparse.ArgumentParser:
                            "no_refine_affine", "regularization", "device", "seed"):
             ba._add_action(action)
     ba.set_defaults(func=cmd_batch)
+
+    la = sub.add_parser("large", help="register images larger than memory: estimate on a level "
+                                      "that fits, warp the full resolution block by block")
+    la.add_argument("fixed", help="NIfTI, zarr or OME-Zarr (opened lazily)")
+    la.add_argument("moving", help="NIfTI, zarr or OME-Zarr (opened lazily)")
+    la.add_argument("-o", "--output", required=True,
+                    help="new folder: warped.ome.zarr, warped.nii.gz, displacement.nii.gz, "
+                         "metrics.json")
+    la.add_argument("--max-voxels", type=_bounded(int, 1_000, 10**10), default=128**3,
+                    help="the registration level's size at most (default 128^3)")
+    la.add_argument("--chunks", type=_bounded(int, 8, 4096), default=128,
+                    help="block edge for the warp and the zarr store (default 128)")
+    la.add_argument("--no-nifti", action="store_true", help="write the OME-Zarr only")
+    for action in reg._actions:  # the registration options, exactly as `register` has them
+        if action.dest in ("model", "preset", "refine_steps", "time_budget", "device", "seed"):
+            la._add_action(action)
+    la.set_defaults(func=cmd_large)
 
     tr = sub.add_parser("train", help="train a model from a YAML config (also under torchrun)")
     tr.add_argument("config")

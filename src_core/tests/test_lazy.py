@@ -152,3 +152,23 @@ def test_peak_memory_stays_bounded_on_a_volume_larger_than_the_limit(tmp_path):
     assert 4 * np.prod(shape) >= 2.5 * budget
     warped = lazy.open_lazy(tmp_path / "out" / "warped.ome.zarr")
     assert warped.shape == shape and float(warped.data[128, 128, 64].compute()) != 0.0
+
+
+def test_the_large_command_registers_on_a_level_and_warps_the_full_grid(tmp_path, capsys):
+    from deepreg_core.cli import main
+
+    model = make_model_folder(tmp_path / "m", "affine-3d", kind="affine", ndim=3)
+    data = np.random.default_rng(2).random((32, 36, 28)).astype(np.float32)
+    write_image(Image(data, np.eye(4)), tmp_path / "f.nii.gz")
+    write_image(Image(np.roll(data, 1, 0), np.eye(4)), tmp_path / "m.nii.gz")
+    code = main(["large", str(tmp_path / "f.nii.gz"), str(tmp_path / "m.nii.gz"), "-o",
+                 str(tmp_path / "out"), "--max-voxels", "5000", "--chunks", "16", "--model",
+                 str(model), "--refine-steps", "4"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["factor"] > 1 and np.prod(report["level_shape"]) <= 5000
+    assert read_image(tmp_path / "out" / "warped.nii.gz").shape == (32, 36, 28)
+    assert main(["large", str(tmp_path / "nope.nii.gz"), str(tmp_path / "m.nii.gz"), "-o",
+                 str(tmp_path / "out2")]) == 2
+    assert "deepreg-core: error:" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
