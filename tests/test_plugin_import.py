@@ -43,7 +43,8 @@ def test_manifest_is_valid_and_points_at_real_callables():
     manifest = PluginManifest.from_file(path)
     manifest.validate_imports()  # every python_name resolves
     contributions = manifest.contributions
-    assert {w.display_name for w in contributions.widgets} == {"Register", "Inspect deformation", "Train"}
+    assert {w.display_name for w in contributions.widgets} == {
+        "Register", "Inspect deformation", "Time series", "Train"}
     assert {s.display_name for s in contributions.sample_data} == {"2D brain pair",
                                                                     "3D brain pair"}
     reader = contributions.readers[0]
