@@ -189,9 +189,10 @@ def _large_data(layer: Any, role: str, max_voxels: int,
     info notification says which level was registered.
     """
     levels = list(layer.data) if getattr(layer, "multiscale", False) else [layer.data]
-    full = np.asarray(levels[0].shape, dtype=np.float64)
+    spatial = int(layer.ndim)  # an RGB layer's colour axis is not spatial
+    full = np.asarray(levels[0].shape[:spatial], dtype=np.float64)
     chosen = next((k for k, level in enumerate(levels)
-                   if int(np.prod(level.shape)) <= max_voxels), None)
+                   if int(np.prod(level.shape[:spatial])) <= max_voxels), None)
     if chosen is not None and chosen == 0:
         return levels[0], np.eye(len(full) + 1)
     if chosen is not None:
@@ -202,21 +203,22 @@ def _large_data(layer: Any, role: str, max_voxels: int,
 
         base = levels[-1]
         factor = 2
-        while int(np.prod(np.ceil(np.asarray(base.shape) / factor))) > max_voxels:
+        while int(np.prod(np.ceil(np.asarray(base.shape[:spatial]) / factor))) > max_voxels:
             factor *= 2
         lazy = base if isinstance(base, da.Array) else da.from_array(base)
         if labels:  # label values are not averaged: every factor-th voxel, offset to the centre
-            data = lazy[tuple(slice(factor // 2, n - n % factor, factor) for n in lazy.shape)]
+            data = lazy[tuple(slice(factor // 2, n - n % factor, factor)
+                              for n in lazy.shape[:spatial])]
         else:
-            data = da.coarsen(np.mean, lazy, {axis: factor for axis in range(lazy.ndim)},
+            data = da.coarsen(np.mean, lazy, {axis: factor for axis in range(spatial)},
                               trim_excess=True)
         note = f"level {len(levels) - 1} averaged in blocks of {factor}"
-    factors = full / np.asarray(data.shape, dtype=np.float64)
+    factors = full / np.asarray(data.shape[:spatial], dtype=np.float64)
     from napari.utils import notifications
 
     notifications.show_info(
         f"{role}: {layer.name!r} has {int(np.prod(full)):,} voxels; registering {note}, shape "
-        f"{tuple(int(n) for n in data.shape)} ({' x '.join(f'{f:g}' for f in factors)} "
+        f"{tuple(int(n) for n in data.shape[:spatial])} ({' x '.join(f'{f:g}' for f in factors)} "
         "coarser). The result is on that grid."
     )
     return data, _level_matrix(factors)

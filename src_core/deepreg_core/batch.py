@@ -418,6 +418,9 @@ def batch_iter(
         out.mkdir(parents=True, exist_ok=True)
         todo = [p for p in pairs if not is_done(out, p.id)]
         skipped = len(pairs) - len(todo)
+        for pair in pairs:  # a killed run may leave staging folders beside done pairs too
+            if pair not in todo:
+                recover(pair_folder(out, pair.id))
         with _client(scheduler, workers, dashboard, device) as client:
             config = {"pairs": len(pairs), "skipped": skipped, "run": run_id,
                       "workers": len(client.scheduler_info().get("workers", {})),
