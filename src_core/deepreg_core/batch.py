@@ -401,7 +401,7 @@ def batch_iter(
     ``Started(total_steps=len(pairs), config)``, ``Progress(step, total, "<id>: <status>")``
     per pair (done pairs first), then ``Finished(BatchSummary)`` or ``Stopped``.
     """
-    from deepreg_core._outputs import output_lock
+    from deepreg_core._outputs import output_lock, recover
 
     unknown = sorted(set(options) - set(REGISTER_OPTIONS))
     if unknown:
