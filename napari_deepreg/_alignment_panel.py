@@ -17,6 +17,7 @@ from superqt import QCollapsible
 
 from deepreg_core import api
 from napari_deepreg import _initial_alignment as initial
+from napari_deepreg import _layers
 
 PLACEMENT_EVENTS = ("scale", "translate", "rotate", "shear", "affine")
 
@@ -104,3 +105,9 @@ class AlignmentPanel:
         if self.initial_check.value:
             return shown
         return api.Image(shown.data, initial.base_matrix(layer), shown.meta)
+
+    def _moving_matrix(self, layer: Any) -> Any:
+        """The moving layer's world matrix to register from: as shown, or its base placement."""
+        if self.initial_check.value:
+            return _layers.layer_world_matrix(layer)
+        return initial.base_matrix(layer)

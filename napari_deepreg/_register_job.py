@@ -30,10 +30,14 @@ class JobFailed:
 
 @dataclass(frozen=True)
 class Rendered:
-    """The registration finished: its ``result`` and the arrays of its output layers."""
+    """The registration finished: its ``result`` and the arrays of its output layers.
+
+    ``channels``: every moving channel warped, ``(C, *fixed.shape)``, for a multi-channel job.
+    """
 
     result: Any
     outputs: dict[str, Any] = field(default_factory=dict)
+    channels: Any = None
 
 
 def registration_job(
@@ -42,6 +46,7 @@ def registration_job(
     options: dict[str, Any],
     stop: Any,
     displayed: tuple[int, ...] | None = None,
+    channels: dict[str, Any] | None = None,
 ) -> Iterator[Any]:
     """Yield the core's events, then :class:`Rendered`; :class:`JobFailed` instead of raising.
 
@@ -56,13 +61,26 @@ def registration_job(
         Set by the Cancel button; the core checks it at every step and yields ``Stopped``.
     displayed : tuple of int, optional
         Array axes on screen, for the deformation grid.
+    channels : dict, optional
+        ``{"channel": int or "mean", ...}``: ``fixed`` and ``moving`` are lists of channel
+        Images (a fixed Image without channels is allowed) and the job runs
+        ``register_channels_iter``; :class:`Rendered` then carries every warped channel.
     """
     try:
         from deepreg_core import api
         from napari_deepreg._results import render_outputs
 
-        for event in api.register_iter(fixed, moving, stop=stop, **options):
-            if isinstance(event, api.Finished):
+        if channels is None:
+            events = api.register_iter(fixed, moving, stop=stop, **options)
+        else:
+            events = api.register_channels_iter(fixed, moving, channel=channels["channel"],
+                                                stop=stop, **options)
+        for event in events:
+            if isinstance(event, api.Finished) and channels is not None:
+                result = event.result.registration
+                yield Rendered(result, render_outputs(result, displayed),
+                               event.result.warped_channels)
+            elif isinstance(event, api.Finished):
                 yield Rendered(event.result, render_outputs(event.result, displayed))
             else:
                 yield event

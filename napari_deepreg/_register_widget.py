@@ -38,6 +38,7 @@ from superqt import QCollapsible
 from deepreg_core import api
 from napari_deepreg import _landmarks, _layers
 from napari_deepreg._alignment_panel import AlignmentPanel
+from napari_deepreg._channel_panel import ChannelPanel
 from napari_deepreg._docks import docked, scrolling_body
 from napari_deepreg._jobs import JobRunner, notify_error, notify_info, notify_warning
 from napari_deepreg._landmark_panel import LandmarkPanel
@@ -83,7 +84,7 @@ def is_spatial_image(layer: Any) -> bool:
             and _layers.FIELD_KEY not in layer.metadata)
 
 
-class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
+class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, ChannelPanel, QWidget):
     """Register a moving image layer to a fixed one with a pretrained model (+ refinement)."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
@@ -99,6 +100,7 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
         self._pending: tuple[Any, ...] = ()  # (fixed layer, moving layer) of the running job
         self._sources: set[str] = set()  # moving-layer names this widget made output layers for
         self._restore: dict[Any, tuple[Any, bool]] = {}  # user layer -> (colormap, visible)
+        self._channels: dict[str, Any] | None = None  # {"channel", "axis"} of a channel job
 
         def layers_of(*kinds: str):
             def choices(_widget: Any) -> list[tuple[str, Any]]:
@@ -107,7 +109,9 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
             return choices
 
         def images(_widget: Any) -> list[tuple[str, Any]]:
-            return [(ly.name, ly) for ly in self.viewer.layers if is_spatial_image(ly)]
+            return [(ly.name, ly) for ly in self.viewer.layers if self._is_input(ly)]
+
+        self.channels_box = self._build_channels()
 
         self.fixed_combo = ComboBox(label="fixed", choices=images, nullable=True)
         self.moving_combo = ComboBox(label="moving", choices=images, nullable=True)
@@ -181,8 +185,9 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
                       layout="horizontal", labels=False),
         ])
         layout = scrolling_body(self)
-        parts = (self.form.native, self.refinement_box, self.card, self.landmarks_box,
-                 self.alignment_box, self.evaluation_box, self.outputs_box, self.controls.native, self.metrics_label, self.actions.native)
+        parts = (self.form.native, self.refinement_box, self.card, self.channels_box,
+                 self.landmarks_box, self.alignment_box, self.evaluation_box, self.outputs_box,
+                 self.controls.native, self.metrics_label, self.actions.native)
         for part in parts:
             layout.addWidget(part)
         layout.addStretch(1)
@@ -197,6 +202,8 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
         self.overlay_check.changed.connect(self._overlay_changed)
         self.model_combo.changed.connect(self._update_card)
         self.fixed_combo.changed.connect(self._fixed_changed)
+        self.fixed_combo.changed.connect(self._show_channels)
+        self.moving_combo.changed.connect(self._show_channels)
         self.refine_check.changed.connect(self._update_enabled)
         self.preset_combo.changed.connect(self._update_enabled)
         self.steps_spin.changed.connect(self._update_enabled)
@@ -205,6 +212,7 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
         self.viewer.dims.events.ndisplay.connect(self._refresh_grid)
         self.reset_choices()
         self._watch_moving()
+        self._show_channels()
         self._update_enabled()
 
     # ------------------------------------------------------------------ choices
@@ -217,13 +225,17 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
 
     def _pick_default_pair(self) -> None:
         images = [ly for ly in self.viewer.layers
-                  if is_spatial_image(ly) and _layers.RESULT_KEY not in ly.metadata]
+                  if self._is_input(ly) and _layers.RESULT_KEY not in ly.metadata]
         by_name = {ly.name: ly for ly in images}
         if self.fixed_combo.value is None and images:
             self.fixed_combo.value = by_name.get("fixed", images[0])
         if self.moving_combo.value is None and len(images) > 1:
             others = [ly for ly in images if ly != self.fixed_combo.value]
             self.moving_combo.value = by_name.get("moving", others[0])
+
+    def _is_input(self, layer: Any) -> bool:
+        """A layer offered as fixed or moving: 2D/3D, or 4D with a channel axis."""
+        return is_spatial_image(layer) or self.offers_channels(layer)
 
     def _pick_default_labels(self) -> None:
         """Pick layers named "fixed labels" / "moving labels" for Dice when none is chosen."""
@@ -240,8 +252,8 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
 
     def _model_choices(self, _widget: Any = None) -> list[str]:
         """The models that can register the chosen fixed layer's dimensionality."""
-        layer = self.fixed_combo.value if hasattr(self, "fixed_combo") else None
-        ndim = layer.ndim if layer is not None else None
+        layer = self.fixed_combo.value if hasattr(self, "moving_combo") else None
+        ndim = self.spatial_ndim(layer) if layer is not None else None
         zoo = api.list_models(ndim)
         kinds = [kind for kind in MODEL_KINDS if ndim is None or all(
             api.resolve_model_name(part, ndim) in zoo for part in kind.split("+"))]
@@ -278,7 +290,7 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
                     "matches the images while a landmark term keeps the pairs together.")
         else:
             layer = self.fixed_combo.value
-            ndim = layer.ndim if layer is not None else 2
+            ndim = self.spatial_ndim(layer) if layer is not None else 2
             first = str(name).split("+")[-1]
             key = api.resolve_model_name(first, ndim)
             try:
@@ -305,11 +317,19 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
         refinement).
         """
         fixed_layer, moving_layer = self.fixed_combo.value, self.moving_combo.value
-        fixed = _layers.layer_to_image(fixed_layer, "fixed")
-        moving_shown = _layers.layer_to_image(moving_layer, "moving")
-        moving = self._moving_to_register(moving_layer, moving_shown)
-        if fixed_layer == moving_layer:
+        if fixed_layer is not None and fixed_layer == moving_layer:
             raise ValueError("fixed and moving are the same layer; pick two different images.")
+        split = self._collect_channels(fixed_layer, moving_layer, self._moving_matrix)
+        if split is None:
+            fixed = _layers.layer_to_image(fixed_layer, "fixed")
+            moving_shown = _layers.layer_to_image(moving_layer, "moving")
+            moving = self._moving_to_register(moving_layer, moving_shown)
+            inputs: tuple[Any, Any] = (fixed, moving)
+            self._channels = None
+        else:  # checks and landmarks on the registered channel; the job gets every channel
+            inputs = split[:2]
+            fixed, moving, self._channels = split[2], split[3], split[4]
+            moving_shown = moving
         if fixed.ndim != moving.ndim:
             raise ValueError(
                 f"fixed {fixed_layer.name!r} is {fixed.ndim}D {fixed.shape} but moving "
@@ -339,7 +359,7 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
                 self.moving_labels_combo.value, "moving labels", kind="labels")
         options.update(self._landmark_options(fixed, moving, moving_shown, options["model"],
                                               quiet))
-        return fixed, moving, options
+        return (*inputs, options)
 
     @property
     def worker(self) -> Any:
@@ -366,9 +386,12 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
             return
         self.metrics_label.setText("")
         self.progress.value = 0
-        self._pending = (self.fixed_combo.value, self.moving_combo.value)
-        displayed = self._displayed_axes(fixed.ndim)
-        self.jobs.start(lambda stop: registration_job(fixed, moving, options, stop, displayed))
+        self._pending = (self.fixed_combo.value, self.moving_combo.value, self._channels)
+        channels = self._channels
+        ndim = (fixed[0] if isinstance(fixed, list) else fixed).ndim
+        displayed = self._displayed_axes(ndim)
+        self.jobs.start(lambda stop: registration_job(fixed, moving, options, stop, displayed,
+                                                      channels))
         self._set_running(True)
         self.status_label.value = "starting…"
 
@@ -412,8 +435,12 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
 
     # ------------------------------------------------------------------ result
     def _show_result(self, event: Rendered) -> None:
-        fixed_layer, moving_layer = self._pending
-        self._present(event.result, event.outputs, fixed_layer, moving_layer)
+        fixed_layer, moving_layer, channels = self._pending
+        extra = []
+        if channels is not None and event.channels is not None:
+            extra = [self._channel_stack_spec(event.channels, channels["axis"], fixed_layer,
+                                              moving_layer.name)]
+        self._present(event.result, event.outputs, fixed_layer, moving_layer, extra)
 
     def show_result(self, result: Any, fixed_layer: Any, moving_layer: Any) -> dict[str, Any]:
         """Show a ``RegistrationResult`` computed elsewhere (CLI, script) as if run here.
@@ -428,7 +455,9 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
         return self.output_layers
 
     def _present(self, result: Any, outputs: dict[str, Any], fixed_layer: Any,
-                 moving_layer: Any) -> None:
+                 moving_layer: Any, replace: list[Any] = ()) -> None:
+        """Show a result; ``replace`` holds specs that stand in for those of their role (the
+        warped image of every channel)."""
         from napari_deepreg._inspect_widget import InspectWidget
         from napari_deepreg._results import (
             KEEP_CHOICES,
@@ -439,9 +468,11 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, QWidget):
 
         source = moving_layer.name
         self.result, self._source, self._inverse = result, source, None
-        self._place = _layers.placement_like(fixed_layer)
+        self._place = self._spatial_place(fixed_layer)
         keep = self.keep_combo.value
         specs = registration_specs(result, outputs, source, self._place, keep)
+        by_role = {spec.role: spec for spec in replace}
+        specs = [by_role.get(spec.role, spec) for spec in specs]
         remove_outputs(self.viewer, source, (*KEEP_CHOICES[keep], "warped labels",
                                              "warped points", "applied"))
         self.output_layers = show_specs(self.viewer, specs, source)

@@ -231,7 +231,9 @@ def show_specs(viewer: Any, specs: list[LayerSpec], source: str) -> dict[str, An
     for spec in specs:
         layer = find_output(viewer, source, spec.role)
         replace = layer is not None and (layer.__class__.__name__.lower() != spec.layer_type
-                                         or spec.layer_type == "shapes")
+                                         or spec.layer_type == "shapes"
+                                         or (spec.layer_type == "image"
+                                             and layer.ndim != np.ndim(spec.data)))
         if replace:
             viewer.layers.remove(layer)
             layer = None

@@ -1,7 +1,7 @@
-"""Screenshots of the README's landmark, initial-alignment and time-series sections.
+"""Screenshots of the README's landmark, initial-alignment, time-series and channels sections.
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/screenshots/take_features.py \
-        landmarks alignment series
+        landmarks alignment series channels
 
 Each part opens napari on the 2D/3D sample pair (or a synthetic time series), drives the Register
 widget as a user would and saves ``docs/screenshots/<part>.png`` (the whole window).
@@ -32,15 +32,20 @@ def _viewer():
     return viewer, QApplication.instance()
 
 
-def landmarks() -> None:
-    from scipy import ndimage
-
+def _fixed_only():
+    """A viewer holding only the 2D sample's fixed layer; also that layer and its data."""
     viewer, app = _viewer()
     viewer.open_sample("napari-deepreg", "brain_2d")
     fixed = viewer.layers["fixed"]
     for name in [ly.name for ly in viewer.layers if ly.name != "fixed"]:
         viewer.layers.remove(name)
-    data = np.asarray(fixed.data, dtype=np.float32)
+    return viewer, app, fixed, np.asarray(fixed.data, dtype=np.float32)
+
+
+def landmarks() -> None:
+    from scipy import ndimage
+
+    viewer, app, fixed, data = _fixed_only()
     # the moving image: the fixed one under a known affine (voxel indices)
     linear = np.array([[0.95, 0.12], [-0.10, 1.02]])
     shift = np.array([6.0, -4.0])
@@ -120,7 +125,36 @@ def series() -> None:
     viewer.close()
 
 
+def channels() -> None:
+    from scipy import ndimage
+
+    viewer, app, fixed, data = _fixed_only()
+    edges = ndimage.gaussian_gradient_magnitude(data, 1.5)  # a second, different channel
+    edges *= data.max() / edges.max()
+    linear = np.array([[0.97, 0.08], [-0.08, 0.97]])
+    shift = np.array([5.0, -6.0])
+    moving = np.stack([ndimage.affine_transform(c, linear, shift, order=1) for c in (data, edges)])
+    viewer.add_image(moving, name="moving (2 channels)", scale=(1.0, *fixed.scale),
+                     translate=(0.0, *fixed.translate), axis_labels=("c", "y", "x"))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-deepreg", "Register")
+    widget.reset_choices()
+    widget.fixed_combo.value = fixed
+    widget.moving_combo.value = viewer.layers["moving (2 channels)"]
+    widget.model_combo.value = "affine"
+    widget.channel_spin.value = 0
+    widget.channels_box.expand(animate=False)
+    widget.run()
+    _wait(app, lambda: widget.result is not None and widget.worker is None, 600)
+    viewer.dims.set_point(0, 1)  # the second channel, warped by the first one's transform
+    _wait(app, lambda: False, 1.0)
+    widget.scroll_area.ensureWidgetVisible(widget.channels_box)
+    _wait(app, lambda: False, 0.5)
+    viewer.screenshot(str(HERE / "channels.png"), canvas_only=False)
+    viewer.close()
+
+
 if __name__ == "__main__":
-    parts = {"landmarks": landmarks, "alignment": alignment, "series": series}
+    parts = {"landmarks": landmarks, "alignment": alignment, "series": series,
+             "channels": channels}
     for part in sys.argv[1:]:
         parts[part]()
