@@ -19,8 +19,8 @@ import pytest
 
 pytest.importorskip("distributed")
 
-from conftest import make_model_folder  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
+from model_folders import make_model_folder  # noqa: E402
 
 from deepreg_core import batch as batch_mod  # noqa: E402
 from deepreg_core.batch import Pair, batch, batch_iter, folder_pairs, read_pairs  # noqa: E402

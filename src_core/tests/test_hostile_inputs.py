@@ -19,7 +19,7 @@ import pytest
 import tifffile
 import torch
 import yaml
-from conftest import make_model_folder
+from model_folders import make_model_folder
 
 from deepreg_core import cli, zoo
 from deepreg_core.io import MAX_IMAGE_BYTES_ENV, read_image

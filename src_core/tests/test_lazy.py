@@ -14,7 +14,7 @@ import torch
 
 zarr = pytest.importorskip("zarr")
 
-from conftest import make_model_folder  # noqa: E402
+from model_folders import make_model_folder  # noqa: E402
 
 from deepreg_core import lazy, spatial  # noqa: E402
 from deepreg_core.image import Image  # noqa: E402
