@@ -269,12 +269,36 @@ def tensor_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         raise _bad_tensor_file(path, error) from None
 
 
+CPU_SHAPE_CHECK_BYTES = 256 << 20
+"""Below this bound on a config's weights, :func:`expected_shapes` builds the network on the CPU
+(milliseconds); above it on the ``meta`` device (no memory, but its first use imports torch's
+meta kernels, about 3 s)."""
+
+
+def weight_bytes_bound(config: ModelConfig) -> int:
+    """An upper bound on the bytes of the weights ``config`` describes (float32).
+
+    Every convolution of every part has at most ``w_max² · 3^ndim`` weights, where ``w_max`` is
+    the widest layer (at least twice the input channels); there are at most ``(convs + 2)``
+    of them per level, for every level of the encoder, decoder and the other parts.
+    """
+    widths = [*config.features, *config.resolved_decoder_features(), *config.affine_features,
+              *config.local_features, 2 * config.in_channels + 2 * config.ndim]
+    levels = len(config.features) + len(config.affine_features) + len(config.local_features)
+    per_conv = max(widths) ** 2 * 3 ** config.ndim + max(widths)
+    return 4 * per_conv * (config.convs_per_level + 2) * 2 * levels
+
+
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The state-dict shapes of the network ``config`` describes (built on ``meta``: no memory)."""
+    """The state-dict shapes of the network ``config`` describes, without the real weights'
+    memory for a large config (built on ``meta``; see :data:`CPU_SHAPE_CHECK_BYTES`)."""
     from deepreg_core.models import build_model
 
-    with torch.device("meta"):
+    if weight_bytes_bound(config) <= CPU_SHAPE_CHECK_BYTES:
         network = build_model(config)
+    else:
+        with torch.device("meta"):
+            network = build_model(config)
     return {key: tuple(value.shape) for key, value in network.state_dict().items()}
 
 
