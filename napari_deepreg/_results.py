@@ -70,15 +70,18 @@ def render_outputs(result: Any, displayed: tuple[int, ...] | None = None) -> dic
     Safe to call from a worker thread. ``displayed`` are the array axes on screen, for the
     deformation grid (see :func:`napari_deepreg._rendering.deformation_grid`).
     """
-    from napari_deepreg._fields import analyse_field
-
     fixed, warped = result.fixed.data, result.warped.data
-    stats = analyse_field(result.displacement)
+    jacobian, folds = getattr(result, "jacobian", None), getattr(result, "folds", None)
+    if jacobian is None or folds is None:  # computed with qa=False (or elsewhere): compute here
+        from napari_deepreg._fields import analyse_field
+
+        stats = analyse_field(result.displacement)
+        jacobian, folds = stats.jacobian, stats.folds
     return {
         "checkerboard": _rendering.checkerboard(fixed, warped),
         "difference": _rendering.difference(fixed, warped),
-        "jacobian": stats.jacobian,
-        "folds": stats.folds,
+        "jacobian": jacobian,
+        "folds": folds,
         "magnitude": _rendering.displacement_magnitude(result.displacement, result.fixed.spacing),
         "grid": grid_picture(result.displacement, displayed),
     }

@@ -140,3 +140,15 @@ def test_3d_grid_follows_the_display(make_napari_viewer):
     grid = viewer.layers["m3 grid"]
     assert grid.__class__.__name__ == "Image"
     np.testing.assert_allclose(grid.data, slices)
+
+
+def test_result_pictures_reuse_the_jacobian_register_returned(blob_pair):
+    """render_outputs shows the result's own Jacobian and folds (computed once, in the core)."""
+    from deepreg_core.api import Image, register
+    from napari_deepreg._results import render_outputs
+
+    fixed, moving = blob_pair()
+    result = register(Image.from_array(fixed), Image.from_array(moving), preset="fast")
+    outputs = render_outputs(result)
+    assert outputs["jacobian"] is result.jacobian and outputs["folds"] is result.folds
+    assert abs(float(outputs["jacobian"].mean()) - 1.0) < 0.2
