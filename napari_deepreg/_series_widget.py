@@ -71,7 +71,7 @@ class SeriesWidget(QWidget):
         self.reference_combo = ComboBox(label="reference", choices=list(REFERENCES),
                                         value="first")
         self.frame_spin = SpinBox(label="frame", min=0, max=100_000, value=0, enabled=False)
-        self.model_combo = ComboBox(label="model", choices=["affine", "deformable"],
+        self.model_combo = ComboBox(label="model", choices=["rigid", "affine", "deformable"],
                                     value="affine")
         self.preset_combo = ComboBox(label="preset", choices=["auto", "fast", "accurate"],
                                      value="auto")

@@ -419,9 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("moving")
     reg.add_argument("-o", "--output", required=True, help="output folder")
     reg.add_argument("--model", default="auto",
-                     help="zoo name, 'affine+deformable', a folder, or landmarks-rigid|similarity|"
-                          "affine|tps (fitted to --fixed-points/--moving-points; "
-                          "'landmarks-affine+deformable' then runs the network)")
+                     help="zoo name, 'affine+deformable', a folder, 'rigid' (no network: rigid "
+                          "refinement in mm), or landmarks-rigid|similarity|affine|tps (fitted to "
+                          "--fixed-points/--moving-points; 'landmarks-affine+deformable' then "
+                          "runs the network)")
     reg.add_argument("--preset", default="auto", choices=["auto", "fast", "accurate"],
                      help="auto (default): networks, then refinement that stops when it stops "
                           "paying, with a fallback when the network makes the pair worse; "
@@ -470,8 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "regularization", "device", "seed", "overwrite"):
             se._add_action(action)
     se.add_argument("--model", default="deformable",
-                    help="affine (affine-only correction), deformable (default), a zoo name or "
-                         "a folder")
+                    help="rigid (rotation + translation in mm, no network), affine (affine-only "
+                         "correction), deformable (default), a zoo name or a folder")
     se.set_defaults(func=cmd_series)
 
     ba = sub.add_parser("batch", help="register many pairs on a dask cluster (resumable)")

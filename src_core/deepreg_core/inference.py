@@ -321,7 +321,8 @@ def register_iter(
     model : str, nn.Module or list
         A zoo name (``"deformable-3d"``), ``"affine"``/``"deformable"``/``"global-local"`` (the zoo
         model of that kind for the pair's dimensionality), ``"affine+deformable"``, a model folder,
-        or a built model. Stages run in order and compose. A first stage
+        or a built model. Stages run in order and compose. ``"rigid"``: no network, rigid
+        refinement only (rotation + translation in mm; use a preset with refinement). A first stage
         ``"landmarks-rigid"``/``-similarity``/``-affine``/``-tps`` fits that transform to
         ``fixed_points``/``moving_points`` (:mod:`deepreg_core.landmarks`) and starts from it
         (``"landmarks-affine+deformable"``: then the network); the refinement then adds a
@@ -392,6 +393,9 @@ def register_iter(
     dev = resolve_device(device)
     torch.manual_seed(seed)
     landmark_kind, model = _landmark_stage(model)
+    rigid = isinstance(model, str) and model.strip().lower() == RIGID
+    if rigid:  # no network: the refinement's affine levels, kept rigid, are the method
+        model = []
     guide = _landmark_fit(landmark_kind, fixed, moving, fixed_points, moving_points,
                           landmark_holdout, seed) if landmark_kind else None
     stages = resolve_models(model, ndim)
@@ -404,7 +408,7 @@ def register_iter(
         else [level for level in levels if level.kind == "affine"]
     post_levels = [level for level in levels if level not in pre_affine]
     total = len(stages) + bool(guide) + sum(level.steps for level in levels) + 1
-    names = "+".join(([f"landmarks-{landmark_kind}"] if guide else [])
+    names = "+".join(([f"landmarks-{landmark_kind}"] if guide else []) + ([RIGID] if rigid else [])
                      + [stage.name for stage in stages])
     yield Started(total_steps=total, config={"model": names, "preset": preset,
                                              "refine_steps": steps, "tolerance": tol,
@@ -417,7 +421,8 @@ def register_iter(
     sim_name = similarity or (stages[-1].spec.similarity if stages else "lncc")
     refine_options: dict[str, Any] = dict(
         similarity=sim_name, regularization=regularization, stop=stop, total=total, tolerance=tol,
-        deadline=deadline, landmarks=None)
+        deadline=deadline, landmarks=None,
+        rigid_spacing=tuple(fixed.spacing) if rigid else None)
     if guide is not None:  # the landmarks' transform starts it all, and guides the refinement
         u = u_affine = torch.from_numpy(
             landmarks.displacement_on_grid(guide.transform, fixed))[None].to(dev)
@@ -621,6 +626,15 @@ def _assess(fixed: Image, moving: Image, moving_on_fixed: Image, f: torch.Tensor
 
 
 LANDMARK_PREFIX = "landmarks-"
+RIGID = "rigid"
+"""``model="rigid"``: no network; the refinement's affine levels restricted to rotations and
+translations in physical space (what drift correction of a time series usually wants)."""
+
+
+def uses_networks(model: object) -> bool:
+    """False for the models that are not networks (``"rigid"``, ``"landmarks-..."``)."""
+    return not (isinstance(model, str)
+                and (model.strip().lower() == RIGID or model.startswith(LANDMARK_PREFIX)))
 
 
 def _landmark_stage(model):

@@ -242,8 +242,39 @@ class Plateau:
         return gain < self.tolerance * max(abs(self.best), 1e-3) or self.best >= self.first
 
 
+def rotation_matrix(angles: torch.Tensor, ndim: int) -> torch.Tensor:
+    """A rotation ``(ndim, ndim)`` from 1 (2D) or 3 (3D) angles in radians (differentiable).
+
+    In 3D the rotations in the planes of axes (0, 1), (0, 2) and (1, 2) are composed in that order.
+    """
+    planes = [(0, 1)] if ndim == 2 else [(0, 1), (0, 2), (1, 2)]
+    out = torch.eye(ndim, dtype=angles.dtype, device=angles.device)
+    for angle, (i, j) in zip(angles, planes):
+        c, s = torch.cos(angle), torch.sin(angle)
+        plane = torch.eye(ndim, dtype=angles.dtype, device=angles.device)
+        plane = plane.index_put((torch.tensor([i, i, j, j]), torch.tensor([i, j, i, j])),
+                                torch.stack([c, -s, s, c]))
+        out = out @ plane
+    return out
+
+
+def rigid_theta(params: torch.Tensor, half_extent: torch.Tensor) -> torch.Tensor:
+    """Normalised ``theta (1, ndim, ndim + 1)`` of a rigid motion in physical space.
+
+    ``params`` holds the angles (1 in 2D, 3 in 3D) then the translation in normalised units;
+    ``half_extent`` is each axis's physical half-length ``(n - 1) * spacing / 2``. A rotation
+    ``R`` about the centre in millimetres is ``D⁻¹ R D`` in normalised coordinates (``D`` =
+    ``diag(half_extent)``), so anisotropic voxels and non-square grids stay rigid.
+    """
+    ndim = half_extent.numel()
+    n_angles = 1 if ndim == 2 else 3
+    rotation = rotation_matrix(params[:n_angles], ndim)
+    linear = rotation * half_extent[None, :] / half_extent[:, None]
+    return torch.cat([linear, params[n_angles:, None]], dim=1)[None]
+
+
 def _affine_level(fixed, moving, ndim, level, similarity, stop, report, plateau,
-                  landmarks=None, base=None):
+                  landmarks=None, base=None, half_extent=None):
     """Optimise ``theta``; returns it (identity plus the learnt change), or None when stopped.
 
     A global measure needs no dense image: as ANTs and elastix do, it is computed on at most
@@ -255,7 +286,17 @@ def _affine_level(fixed, moving, ndim, level, similarity, stop, report, plateau,
     flat, points = _sample_points(shape, fixed.device)  # (N,) and (ndim, N) of the level grid
     f_points = f.flatten(2)[:, :, flat].unsqueeze(-1)  # (1, 1, N, 1)
     eye = torch.eye(ndim, ndim + 1, device=fixed.device)[None]
-    delta = torch.zeros_like(eye, requires_grad=True)
+    if half_extent is None:  # affine: theta = eye + delta
+        delta = torch.zeros_like(eye, requires_grad=True)
+
+        def current() -> torch.Tensor:
+            return eye + delta
+    else:  # rigid: angles and a translation
+        delta = torch.zeros((1 if ndim == 2 else 3) + ndim, device=fixed.device,
+                            requires_grad=True)
+
+        def current() -> torch.Tensor:
+            return rigid_theta(delta, half_extent)
     sim = _similarity(AFFINE_SIMILARITY.get(similarity, similarity), AFFINE_WINDOW)
     opt = _Adam(delta, AFFINE_LR, level.steps, decay=0.9)
 
@@ -274,14 +315,14 @@ def _affine_level(fixed, moving, ndim, level, similarity, stop, report, plateau,
     for k in range(level.steps):
         if stop.stopped:
             return None
-        value = loss(eye + delta)
+        value = loss(current())
         value.backward()
         opt.step()
         yield report(k)
         if plateau.update(float(value.detach())):
             break
     with torch.no_grad():  # never hand on an affine that matches worse than none
-        return (eye + delta).detach() if loss(eye + delta) < loss(eye) else eye
+        return current().detach() if loss(current()) < loss(eye) else eye
 
 
 def _sample_points(shape: Sequence[int], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -359,6 +400,7 @@ def refine_iter(
     deadline: float | None = None,
     levels: Sequence[Level] | None = None,
     landmarks: Landmarks | None = None,
+    rigid_spacing: Sequence[float] | None = None,
 ) -> Iterator[Progress | Refined]:
     """Refine ``initial`` for the pair; yields ``Progress`` per step, then a :class:`Refined`.
 
@@ -395,6 +437,9 @@ def refine_iter(
         Run these levels instead of ``schedule(steps, ...)`` (e.g. only its affine levels).
     landmarks : Landmarks, optional
         Landmark pairs: every level adds their term (landmark-guided registration).
+    rigid_spacing : sequence of float, optional
+        The fixed grid's spacing: the affine levels are then rigid (rotation and translation in
+        physical space, see :func:`rigid_theta`).
 
     Yields
     ------
@@ -410,6 +455,10 @@ def refine_iter(
     total = total if total is not None else step0 + sum(level.steps for level in levels)
     u = initial.detach()
     matrix = torch.eye(ndim + 1, dtype=torch.float64)
+    half_extent = None
+    if rigid_spacing is not None:
+        half_extent = torch.tensor([(n - 1) * float(s) / 2 for n, s in zip(full, rigid_spacing)],
+                                   device=fixed.device)
     done = step0
     for index, level in enumerate(levels, start=1):
         def report(k: int, level=level, index=index, base=done) -> Progress:
@@ -424,7 +473,7 @@ def refine_iter(
             moved = spatial.warp(moving, u, padding="border") if bool(u.any()) else moving
         if level.kind == "affine":
             theta = yield from _affine_level(fixed, moved, ndim, level, similarity, stop, report,
-                                             plateau, landmarks, u)
+                                             plateau, landmarks, u, half_extent)
             if theta is None:
                 return
             with torch.no_grad():

@@ -202,10 +202,10 @@ def register_series_iter(
     """
     from deepreg_core import spatial
     from deepreg_core.inference import (
-        LANDMARK_PREFIX,
         apply_transform,
         register_iter,
         resolve_models,
+        uses_networks,
     )
 
     stop = stop or StopToken()
@@ -233,7 +233,7 @@ def register_series_iter(
             return mean
         return None if t == anchor else frames[int(anchor)]
 
-    if not (isinstance(model, str) and model.startswith(LANDMARK_PREFIX)):
+    if uses_networks(model):
         model = resolve_models(model, grid.ndim)  # loaded once, not once per frame
 
     def job(t: int) -> Iterator[Event]:

@@ -141,3 +141,31 @@ def test_a_landmark_model_without_points_is_refused_before_any_work():
         register(fixed, moving, model="landmarks-affine")
     with pytest.raises(ValueError, match="landmarks-rigid"):
         register(fixed, moving, model="landmarks-bspline")
+
+
+def _rigid_mm(angle_deg: float, shift_mm, spacing, shape) -> np.ndarray:
+    """Voxel matrix of a rotation about the grid centre plus a shift, rigid in millimetres."""
+    theta = np.radians(angle_deg)
+    scale = np.diag([*spacing, 1.0])
+    centre = (np.asarray(shape) - 1) / 2 * np.asarray(spacing)
+    motion = np.eye(3)
+    motion[:2, :2] = [[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]
+    motion[:2, 2] = centre - motion[:2, :2] @ centre + np.asarray(shift_mm)
+    return np.linalg.inv(scale) @ motion @ scale
+
+
+def test_rigid_model_stays_rigid_in_millimetres_on_anisotropic_voxels():
+    spacing = (1.5, 1.0)
+    matrix = _rigid_mm(5.0, (2.0, -1.5), spacing, (72, 64))
+    fixed, moving = _pair_under(matrix, spacing=spacing)
+    result = register(fixed, moving, model="rigid", qa=False)
+    assert result.model_name == "rigid" and result.affine is not None
+    scale = np.diag([*spacing, 1.0])
+    in_mm = scale @ result.affine @ np.linalg.inv(scale)
+    linear = in_mm[:2, :2]
+    np.testing.assert_allclose(linear @ linear.T, np.eye(2), atol=1e-5)  # a rotation, in mm
+    angle = np.degrees(np.arctan2(linear[1, 0], linear[0, 0]))
+    assert abs(angle - 5.0) < 0.5
+    truth_mm = scale @ matrix @ np.linalg.inv(scale)
+    assert np.abs(in_mm[:2, 2] - truth_mm[:2, 2]).max() < 0.5
+    assert result.metrics["ncc_after"] > result.metrics["ncc_before"]
