@@ -104,10 +104,15 @@ class JobRunner:
         worker.start()
         return True
 
-    def stop(self) -> None:
-        """Ask the running job to stop at its next step (it saves what it promises to)."""
-        if self.stop_token is not None:
-            self.stop_token.stop()
+    def stop(self) -> bool:
+        """Ask the running job to stop at its next step (it saves what it promises to).
+
+        Returns True when a job was running (the caller says "stopping…"), False otherwise.
+        """
+        if self.stop_token is None:
+            return False
+        self.stop_token.stop()
+        return True
 
     def _failed(self, error: Exception, prefix: str) -> None:
         notify_error(f"{prefix}{error}")

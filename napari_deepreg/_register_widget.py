@@ -397,8 +397,7 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, ChannelPanel,
 
     def cancel(self, *_: Any) -> None:
         """Ask the running job to stop at its next step (Cancel button)."""
-        if self.jobs.running:
-            self.jobs.stop()
+        if self.jobs.stop():
             self.status_label.value = "stopping…"
 
     def _set_running(self, running: bool) -> None:

@@ -159,8 +159,7 @@ class SeriesWidget(QWidget):
 
     def cancel(self, *_: Any) -> None:
         """Stop within the current frame; the frames done are kept (Cancel button)."""
-        if self.jobs.running:
-            self.jobs.stop()
+        if self.jobs.stop():
             self.status_label.value = "stopping…"
 
     def _on_event(self, event: Any) -> None:

@@ -340,8 +340,7 @@ class TrainWidget(QWidget):
 
     def stop(self, *_: Any) -> None:
         """Ask the run to save a checkpoint and stop at its next step (Stop)."""
-        if self.jobs.running:
-            self.jobs.stop()
+        if self.jobs.stop():
             self.status_label.value = "stopping (saving a checkpoint)…"
 
     def _set_running(self, running: bool) -> None:
