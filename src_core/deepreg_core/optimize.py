@@ -297,7 +297,18 @@ def _affine_level(fixed, moving, ndim, level, similarity, stop, report, plateau,
 
         def current() -> torch.Tensor:
             return rigid_theta(delta, half_extent)
-    sim = _similarity(AFFINE_SIMILARITY.get(similarity, similarity), AFFINE_WINDOW)
+    name = AFFINE_SIMILARITY.get(similarity, similarity)
+    view = (1, 1, f_points.shape[2], *[1] * (ndim - 1))
+    if name == "mi":  # the fixed samples never move: their histogram side is computed once
+        reference = losses.ReferenceMutualInformation(f_points.view(view))
+
+        def sim_at(values: torch.Tensor) -> torch.Tensor:
+            return reference(values)
+    else:
+        sim = _similarity(name, AFFINE_WINDOW)
+
+        def sim_at(values: torch.Tensor) -> torch.Tensor:
+            return sim(f_points.view(view), values)
     opt = _Adam(delta, AFFINE_LR, level.steps, decay=0.9)
 
     def loss(theta: torch.Tensor) -> torch.Tensor:
@@ -305,7 +316,7 @@ def _affine_level(fixed, moving, ndim, level, similarity, stop, report, plateau,
         moved = matrix[:ndim, :ndim] @ points + matrix[:ndim, ndim:]
         values = spatial.sample_at(m, moved.view(1, ndim, -1, *[1] * (ndim - 1)),
                                    padding="border")
-        value = sim(f_points.view_as(values), values)
+        value = sim_at(values)
         if landmarks is not None:
             full = affine_matrix(theta, fixed.shape[2:])[0]
             p = landmarks.points

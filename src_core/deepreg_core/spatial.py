@@ -24,6 +24,8 @@ Conventions (the full page is ``docs/conventions.md``; every module follows them
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -93,8 +95,25 @@ def _apply_affine(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out.reshape(A.shape[0], ndim, *x.shape[2:])
 
 
+_CACHED_GRID_MAX = 1 << 21  # voxels; larger identity grids are rebuilt (memory over speed)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_identity(shape: tuple[int, ...], dtype: torch.dtype, device: str) -> torch.Tensor:
+    return identity_grid(shape, device=device, dtype=dtype)
+
+
+def _identity(u: torch.Tensor) -> torch.Tensor:
+    """The identity grid of ``u``'s spatial shape (cached for small grids: an optimiser warps
+    on the same grid hundreds of times; never modified in place)."""
+    shape = tuple(u.shape[2:])
+    if math.prod(shape) <= _CACHED_GRID_MAX:
+        return _cached_identity(shape, u.dtype, str(u.device))
+    return identity_grid(shape, device=u.device, dtype=u.dtype)
+
+
 def _coords(u: torch.Tensor) -> torch.Tensor:
-    return identity_grid(u.shape[2:], device=u.device, dtype=u.dtype) + u
+    return _identity(u) + u
 
 
 def _compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

@@ -67,12 +67,51 @@ def test_box_filter_equals_scipy_uniform_filter_inside(shape: tuple[int, ...]) -
     inner = tuple(slice(window // 2, n - window // 2) for n in shape)
     np.testing.assert_allclose(ours[inner], ref[inner], atol=1e-12)
     assert ours.shape == tuple(shape)
-    # One width per axis.
-    windows = (3, 7) if len(shape) == 2 else (3, 5, 7)
+    # One width per axis, narrow boxes (shifted views) and wide ones (running sums) mixed.
+    windows = (3, 9) if len(shape) == 2 else (3, 11, 7)
+    assert min(windows) <= L.SHIFTED_BOX_MAX < max(windows)
     ours = L.box_filter(x, windows)[0, 0].numpy()
     ref = ndi.uniform_filter(x[0, 0].numpy(), size=windows, mode="constant")
     inner = tuple(slice(w // 2, n - w // 2) for w, n in zip(windows, shape))
     np.testing.assert_allclose(ours[inner], ref[inner], atol=1e-12)
+
+
+def test_box_filter_narrow_and_wide_paths_agree_everywhere_and_in_gradient() -> None:
+    """The shifted-views sum and the running sum are the same filter, borders and backward
+    pass included (the border mean counts only voxels inside)."""
+    x = smooth_image((15, 13, 11), 2).double().requires_grad_()
+    weights = torch.rand(1, 1, 15, 13, 11, dtype=torch.float64)
+    width = L.SHIFTED_BOX_MAX
+    narrow = L.box_filter(x, width)
+    (g_narrow,) = torch.autograd.grad((narrow * weights).sum(), x)
+    old = L.SHIFTED_BOX_MAX
+    try:
+        L.SHIFTED_BOX_MAX = 1  # every box through the running sum
+        wide = L.box_filter(x, width)
+        (g_wide,) = torch.autograd.grad((wide * weights).sum(), x)
+    finally:
+        L.SHIFTED_BOX_MAX = old
+    torch.testing.assert_close(narrow, wide, atol=1e-12, rtol=0)
+    torch.testing.assert_close(g_narrow, g_wide, atol=1e-12, rtol=0)
+    corner = x[0, 0, :4, :4, :4].detach().mean()  # a corner box holds 4 x 4 x 4 inside voxels
+    assert float(narrow[0, 0, 0, 0, 0]) == pytest.approx(float(corner), abs=1e-12)
+
+
+def test_reference_mutual_information_equals_the_full_computation() -> None:
+    """Caching the fixed side of the histogram changes neither the value nor the gradient."""
+    fixed = smooth_image((40, 30), 3)
+    moving = (smooth_image((40, 30), 4) + fixed).requires_grad_()
+    full = L.MutualInformationLoss(max_voxels=None)(fixed, moving)
+    (g_full,) = torch.autograd.grad(full, moving)
+    cached = L.ReferenceMutualInformation(fixed)
+    value = cached(moving)
+    (g_cached,) = torch.autograd.grad(value, moving)
+    assert float(value) == pytest.approx(float(full), abs=1e-6)
+    torch.testing.assert_close(g_cached, g_full, atol=1e-7, rtol=1e-4)
+    assert float(cached(fixed)) == pytest.approx(float(-L.mutual_information(fixed, fixed)),
+                                                 abs=1e-6)
+    with pytest.raises(ValueError, match="expected shape"):
+        cached(moving[..., :10])
 
 
 @pytest.mark.parametrize("shape", [(32, 32), (12, 12, 12)])
