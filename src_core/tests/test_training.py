@@ -375,6 +375,32 @@ def test_init_from_starts_from_given_weights(tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-9) for k in a)
 
 
+def test_init_into_starts_a_global_local_networks_global_stage_from_a_deformable_model(tmp_path):
+    """init_into fills one part of the network with another model's weights, exactly, and
+    leaves the other parts as a fresh run with the same seed initialises them."""
+    first = drain(train(tiny(tmp_path / "a", optim={"steps": 2})))
+    donor = _weights(first.result["checkpoint"])
+    gl = {"model": {"kind": "global_local", "ndim": 2, "features": [4, 8],
+                    "local_features": [4, 8], "diffeomorphic": False},
+          "optim": {"steps": 1, "lr": 1e-12}}
+    fresh = drain(train(tiny(tmp_path / "b", **gl)))
+    cfg = tiny(tmp_path / "c", **gl, init_from=str(first.result["checkpoint"]),
+               init_into="global_net")
+    tuned = _weights(drain(train(cfg)).result["checkpoint"])
+    plain = _weights(fresh.result["checkpoint"])
+    assert set(donor) == {k.removeprefix("global_net.") for k in tuned if k.startswith("global_net.")}
+    for key, value in donor.items():
+        torch.testing.assert_close(tuned["global_net." + key], value, atol=1e-9, rtol=0)
+    local = [k for k in tuned if not k.startswith("global_net.")]
+    assert local and all(torch.allclose(tuned[k], plain[k], atol=1e-9) for k in local)
+    with pytest.raises(ValueError, match="no part 'nope'.*global_net"):
+        next(train(tiny(tmp_path / "d", **gl, init_from=str(first.result["checkpoint"]),
+                        init_into="nope")))
+    with pytest.raises(ValueError, match="do not fit"):  # a deformable's weights into the local part
+        next(train(tiny(tmp_path / "e", **gl, init_from=str(first.result["checkpoint"]),
+                        init_into="local_head")))
+
+
 class _OnePair(PairDataset):
     """The same synthetic pair at every step (and for validation)."""
 

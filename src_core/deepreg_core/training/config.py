@@ -190,6 +190,10 @@ class TrainConfig(BaseModel):
     init_from : path, optional
         Weights to start from (fine-tuning): a ``.safetensors`` file, a checkpoint or zoo folder,
         or a ``.pt/.pth`` holding only tensors.
+    init_into : str, optional
+        The sub-module ``init_from`` fills, by its dotted name (e.g. ``global_net``: a
+        global-to-local network whose global stage starts from a trained deformable model); the
+        rest of the network keeps its fresh initialisation. Default: the whole network.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -204,6 +208,8 @@ class TrainConfig(BaseModel):
     validate_every: int = Field(100, ge=0)
     output_dir: Path = Path("runs/deepreg")
     init_from: Path | None = None
+    init_into: str | None = Field(None, min_length=1, max_length=200,
+                                  pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -240,6 +240,19 @@ def train(
         distributed.teardown(context)
 
 
+def _init_target(model: torch.nn.Module, name: str | None) -> torch.nn.Module:
+    """The sub-module ``init_into`` names (the whole model for None), or a ValueError listing
+    the model's top-level parts."""
+    if name is None:
+        return model
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        parts = ", ".join(n for n, _ in model.named_children())
+        raise ValueError(f"init_into: the model has no part {name!r}; its parts are: {parts}.") \
+            from None
+
+
 def _run(
     cfg: TrainConfig, context: distributed.DistributedContext, stop: StopToken | None,
     resume: str | os.PathLike[str] | None, dataset: PairDataset | None,
@@ -250,7 +263,9 @@ def _run(
     seed_everything(cfg.seed)
     model = build_model(cfg.model)
     if cfg.init_from is not None:
-        load_state(model, load_weights(cfg.init_from), f"init_from {cfg.init_from}")
+        load_state(_init_target(model, cfg.init_into), load_weights(cfg.init_from),
+                   f"init_from {cfg.init_from}" + (f" into {cfg.init_into}" if cfg.init_into
+                                                   else ""))
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr,
                                   weight_decay=cfg.optim.weight_decay)
