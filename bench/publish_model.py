@@ -32,7 +32,8 @@ INPUTS = {
 }
 
 
-def card_text(name: str, ckpt: Path, old_card: str) -> str:
+def card_text(name: str, ckpt: Path, old_card: str, recipe: str | None = None) -> str:
+    recipe = recipe or name
     cfg = load_config(ckpt / "config.yaml")
     meta = json.loads((ckpt / "checkpoint.json").read_text())
     history = meta.get("history", {})
@@ -58,6 +59,8 @@ def card_text(name: str, ckpt: Path, old_card: str) -> str:
     hardware = (f"{seconds / 3600:.2f} h of training steps on {extra.get('device', 'cpu')} with "
                 f"{extra.get('threads', '?')} CPU thread(s) (2-core machine, a second run beside "
                 f"it)" if seconds else "not recorded")
+    init = (f"\n- Initialised from `{cfg.init_from}`" + (f" (its weights fill `{cfg.init_into}`; the "
+            "rest starts fresh)" if cfg.init_into else "") + ".") if cfg.init_from else ""
     return f"""# {name}
 
 **Kind**: {m.kind}, {m.ndim}D{', diffeomorphic (scaling and squaring, ' + str(m.integration_steps) + ' steps)' if m.diffeomorphic and m.kind != 'affine' else ''}.
@@ -69,7 +72,7 @@ def card_text(name: str, ckpt: Path, old_card: str) -> str:
 - Loss: {lo.similarity_weight} x {lo.similarity} + {lo.regularization_weight} x {lo.regularizer} + {lo.dice_weight} x Dice (labels) + {lo.supervised_weight} x field error (ground truth){' ; similarity weighted by the joint saliency map' if lo.saliency_weighting else ''}.
 - Optimiser: AdamW, lr {cfg.optim.lr}, {meta['step']} steps of batch {cfg.optim.batch_size}, seed {cfg.seed}, device {cfg.device}.
 - Wall time and hardware: {hardware}; curves in `bench/results/training/{name}.png`.
-- Recipe: `src_core/deepreg_core/zoo/recipes/{name}.yaml`; reproduce with `bash bench/train_chunks.sh {name}` repeated (9-minute resumable chunks) or `bash bench/train_zoo.sh {name}` in one go.
+- Recipe: `src_core/deepreg_core/zoo/recipes/{recipe}.yaml`; reproduce with `bash bench/train_chunks.sh {recipe}` repeated (9-minute resumable chunks) or `bash bench/train_zoo.sh {recipe}` in one go.{init}
 - Last training loss: {last_train.get('loss', float('nan')):.4g}; last validation: {', '.join(f'{k} {v:.4g}' for k, v in last_val.items() if k != 'step') or 'n/a'}.
 - Package version {meta.get('package_version')}, checkpoint format {meta.get('format_version')}.
 
@@ -91,7 +94,7 @@ def main(run: str, name: str) -> None:
         shutil.copyfile(ckpt / WEIGHTS, staged / WEIGHTS)
         cfg = load_config(ckpt / CONFIG)
         save_config(cfg.model_copy(update={"output_dir": Path(f"runs/{name}")}), staged / CONFIG)
-        zoo.publish(staged, target, card_text(name, ckpt, old), name=name)
+        zoo.publish(staged, target, card_text(name, ckpt, old, Path(run).name), name=name)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     print(f"published {ckpt} -> {target}")

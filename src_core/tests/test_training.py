@@ -353,6 +353,26 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert straight.result["weights_sha256"] == resumed.result["weights_sha256"]
 
 
+def test_lr_milestones_set_the_rate_and_a_run_resumed_across_one_matches_the_straight_run(tmp_path):
+    optim = {"steps": 8, "lr_milestones": [[3, 5e-3], [6, 1e-3]]}
+    straight = drain(train(tiny(tmp_path / "a", optim=optim)))
+    token = StopToken()
+    cfg = tiny(tmp_path / "b", optim=optim)
+    for event in train(cfg, stop=token):
+        if isinstance(event, Progress) and event.step == 2:  # stopped before the first milestone
+            token.stop()
+    resumed = drain(train(cfg, resume=tmp_path / "b" / "run"))
+    a, b = _weights(straight.result["checkpoint"]), _weights(resumed.result["checkpoint"])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [cfg.optim.lr_at(s) for s in range(8)] == [1e-2] * 3 + [5e-3] * 3 + [1e-3] * 2
+    plain = drain(train(tiny(tmp_path / "c", optim={"steps": 8})))  # the schedule did something
+    c = _weights(plain.result["checkpoint"])
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    for bad in ([[3, 1e-3], [3, 1e-4]], [[0, 1e-3]], [[5, 0.0]]):
+        with pytest.raises(ValueError, match="lr_milestones"):
+            tiny(tmp_path, optim={"lr_milestones": bad})
+
+
 def test_resume_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="resume"):
         latest_checkpoint(tmp_path)

@@ -168,6 +168,33 @@ class OptimConfig(BaseModel):
     grad_clip: float = Field(0.0, ge=0.0, le=1e6)
     """Clip the gradient's global norm to this (0: off). A step whose loss is not finite is
     always skipped, whatever this is, so one bad batch cannot poison the weights."""
+    lr_milestones: list[tuple[int, float]] = Field(default_factory=list, max_length=100)
+    """Piecewise-constant learning rate: ``[[step, lr], ...]``, increasing steps; from each
+    ``step`` on the rate is its ``lr`` (``lr`` before the first). A function of the step alone,
+    so a resumed run follows it exactly."""
+
+    @model_validator(mode="after")
+    def _milestones(self) -> OptimConfig:
+        steps = [s for s, _ in self.lr_milestones]
+        if any(s < 1 for s in steps) or steps != sorted(set(steps)):
+            raise ValueError(f"optim.lr_milestones: expected strictly increasing steps >= 1, "
+                             f"got {steps}.")
+        if any(not 0.0 < lr <= 1.0 for _, lr in self.lr_milestones):
+            raise ValueError("optim.lr_milestones: every learning rate must be in (0, 1].")
+        return self
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of the step that starts at ``step`` (0-based).
+
+        >>> optim = OptimConfig(lr=1e-3, lr_milestones=[(10, 5e-4)])
+        >>> optim.lr_at(9), optim.lr_at(10)
+        (0.001, 0.0005)
+        """
+        lr = self.lr
+        for start, value in self.lr_milestones:
+            if step >= start:
+                lr = value
+        return lr
 
 
 class TrainConfig(BaseModel):

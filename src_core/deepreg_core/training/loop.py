@@ -282,7 +282,6 @@ def _run(
         if checkpoint.optimizer_state is not None:
             optimizer.load_state_dict(checkpoint.optimizer_state)
             for group in optimizer.param_groups:  # a resumed run follows the config's optimiser
-                group["lr"] = cfg.optim.lr
                 group["weight_decay"] = cfg.optim.weight_decay
         restore_rng(checkpoint.rng)
         start, history = checkpoint.step, checkpoint.history
@@ -311,6 +310,8 @@ def _run(
             yield Stopped(step=step, checkpoint=path)
             return
         began = time.perf_counter()
+        for group in optimizer.param_groups:  # the schedule is a function of the step alone
+            group["lr"] = cfg.optim.lr_at(step)
         batch = dataset.batch(step, batch_size, offset=context.rank * batch_size).to(device)
         parts = objective(network(batch.fixed, batch.moving), batch)
         optimizer.zero_grad(set_to_none=True)
