@@ -48,7 +48,8 @@ from napari_deepreg._register_job import JobFailed, Rendered, format_metrics, re
 if TYPE_CHECKING:
     import napari
 
-MODEL_KINDS = ("deformable", "affine", "affine+deformable", "global-local")
+# "auto": the network measured best for the chosen preset (deepreg_core.zoo.AUTO_BY_PRESET)
+MODEL_KINDS = ("auto", "deformable", "affine", "affine+deformable", "global-local")
 
 
 PRESET_HELP = {
@@ -206,6 +207,7 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, ChannelPanel,
         self.moving_combo.changed.connect(self._show_channels)
         self.refine_check.changed.connect(self._update_enabled)
         self.preset_combo.changed.connect(self._update_enabled)
+        self.preset_combo.changed.connect(self._update_card)  # "auto" depends on the preset
         self.steps_spin.changed.connect(self._update_enabled)
         self.reg_default_check.changed.connect(self._update_enabled)
         self.viewer.dims.events.order.connect(self._refresh_grid)
@@ -292,9 +294,13 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, ChannelPanel,
             layer = self.fixed_combo.value
             ndim = self.spatial_ndim(layer) if layer is not None else 2
             first = str(name).split("+")[-1]
-            key = api.resolve_model_name(first, ndim)
+            preset = self.preset_combo.value if hasattr(self, "preset_combo") else None
+            key = api.resolve_model_name(first, ndim, preset)
             try:
                 text = api.model_card(key)
+                if first == "auto":
+                    text = (f"*auto* with the *{preset}* preset runs **{key}** (the network "
+                            f"measured best for that preset).\n\n{text}")
             except (ValueError, OSError):
                 text = (f"# {name}\nNo model card found for `{key}`: this model is not installed "
                         "in the zoo yet.")

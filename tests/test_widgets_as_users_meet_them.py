@@ -220,6 +220,12 @@ def test_model_list_follows_the_images_dimensionality(make_napari_viewer):
     viewer.add_image(np.random.default_rng(2).random((16, 16)).astype(np.float32), name="f2")
     widget.fixed_combo.value = viewer.layers["f2"]
     assert "global-local" in widget.model_combo.choices
+    # "auto" (the default) names the network it runs for the preset, as register() picks it
+    assert widget.model_combo.value == "auto"
+    widget.preset_combo.value = "fast"
+    assert "runs global-local-2d" in widget.card_text.toPlainText()
+    widget.preset_combo.value = "auto"
+    assert "runs deformable-2d" in widget.card_text.toPlainText()
 
 
 def test_sample_pair_is_the_sample_data_pair_and_labels_are_picked(make_napari_viewer):

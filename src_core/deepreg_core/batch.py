@@ -259,13 +259,14 @@ class ModelCache(WorkerPlugin):
             index = int(worker.name) if worker is not None and str(worker.name).isdigit() else 0
             self.device = f"cuda:{index % torch.cuda.device_count()}"
 
-    def get(self, model: Any, ndim: int) -> list:
-        """The loaded stages of ``model`` (a name, ``"a+b"`` or a folder) for ``ndim``."""
+    def get(self, model: Any, ndim: int, preset: str | None = None) -> list:
+        """The loaded stages of ``model`` (a name, ``"a+b"`` or a folder) for ``ndim`` (and the
+        ``preset``, which ``"auto"`` depends on)."""
         from deepreg_core import zoo
 
-        key = (str(model), ndim)
+        key = (str(model), ndim, preset)
         if key not in self.models:
-            self.models[key] = [zoo.load(zoo.resolve_name(part.strip(), ndim))
+            self.models[key] = [zoo.load(zoo.resolve_name(part.strip(), ndim, preset))
                                 for part in str(model).split("+")]
             self.loads += 1
         return self.models[key]
@@ -312,7 +313,8 @@ def run_pair(pair: Pair, out: str | os.PathLike[str], options: dict[str, Any],
         extras.update({key: read_points(getattr(pair, key), key) if getattr(pair, key) else None
                        for key in ("fixed_points", "moving_points")})
         kwargs = {k: v for k, v in options.items() if k in REGISTER_OPTIONS}
-        kwargs["model"] = cache.get(kwargs.get("model", "auto"), fixed.ndim)
+        kwargs["model"] = cache.get(kwargs.get("model", "auto"), fixed.ndim,
+                                    kwargs.get("preset", "auto"))
         last = None
         for last in register_iter(fixed, moving, device=cache.device, **kwargs, **extras):
             pass

@@ -200,10 +200,11 @@ def _check_pair(fixed: Image, moving: Image) -> None:
         )
 
 
-def resolve_models(model, ndim: int) -> list[LoadedModel]:
+def resolve_models(model, ndim: int, preset: str | None = None) -> list[LoadedModel]:
     """Turn the ``model`` argument into loaded models with their specs, checked against ``ndim``.
 
-    Zoo names (and kinds, ``"affine+deformable"``) are loaded; loaded models and networks pass
+    Zoo names (and kinds, ``"affine+deformable"``; ``"auto"`` as :func:`deepreg_core.zoo.
+    resolve_name` maps it for ``preset``) are loaded; loaded models and networks pass
     through. A caller registering many pairs resolves once and passes the list on (loading a
     model costs far more than running it on a small pair).
     """
@@ -215,11 +216,12 @@ def resolve_models(model, ndim: int) -> list[LoadedModel]:
     elif isinstance(model, torch.nn.Module):
         found = [LoadedModel(model, ModelSpec.of_network(model))]
     elif isinstance(model, (list, tuple)):
-        return [m for item in model for m in resolve_models(item, ndim)]
+        return [m for item in model for m in resolve_models(item, ndim, preset)]
     elif "+" in str(model):
-        return [m for part in str(model).split("+") for m in resolve_models(part.strip(), ndim)]
+        return [m for part in str(model).split("+")
+                for m in resolve_models(part.strip(), ndim, preset)]
     else:
-        found = [zoo.load(zoo.resolve_name(str(model), ndim))]
+        found = [zoo.load(zoo.resolve_name(str(model), ndim, preset))]
     for loaded in found:
         if loaded.spec.ndim != ndim:
             raise ValueError(
@@ -398,7 +400,7 @@ def register_iter(
         model = []
     guide = _landmark_fit(landmark_kind, fixed, moving, fixed_points, moving_points,
                           landmark_holdout, seed) if landmark_kind else None
-    stages = resolve_models(model, ndim)
+    stages = resolve_models(model, ndim, opts.preset)
     affine_only = all(stage.spec.is_affine for stage in stages) and landmark_kind != "tps"
     levels = optimize.schedule(steps, fixed.shape, affine_only=affine_only, affine=refine_affine)
     # Deformable networks expect a roughly aligned pair (their cards say so): without an affine

@@ -234,7 +234,7 @@ def register_series_iter(
         return None if t == anchor else frames[int(anchor)]
 
     if uses_networks(model):
-        model = resolve_models(model, grid.ndim)  # loaded once, not once per frame
+        model = resolve_models(model, grid.ndim, preset)  # loaded once, not once per frame
 
     def job(t: int) -> Iterator[Event]:
         return register_iter(fixed_for(t), frames[t], model=model, preset=preset, device=device,

@@ -210,20 +210,32 @@ def load_model(name_or_path: str | os.PathLike, device: str | None = None):
 
 KIND_ALIASES = {"affine": "affine", "deformable": "deformable", "global-local": "global-local",
                 "global_local": "global-local", "auto": "deformable"}
+# Where "auto" picks another network than the deformable one, by (preset, ndim): the network
+# measured best for that preset on held-out cases (bench/results/zoo_*.json, real_scans*.json).
+# 2D fast (network only): global-local-2d's endpoint error is 0.99 mm on held-out MNI slices and
+# 0.64 mm on dipy's real T1 slice, against deformable-2d's 2.28 and 1.13 mm; with refinement
+# (auto, accurate) deformable-2d is as good or better (0.39 vs 0.43 mm on the slices).
+AUTO_BY_PRESET = {("fast", 2): "global-local"}
 
 
-def resolve_name(kind_or_name: str, ndim: int) -> str:
+def resolve_name(kind_or_name: str, ndim: int, preset: str | None = None) -> str:
     """Turn ``"affine"``, ``"deformable"``, ``"global-local"`` (or ``"auto"``) into the zoo name
     for ``ndim``-D images (``"deformable-3d"``); any other text is returned as it is.
 
+    ``"auto"`` is the deformable model, except for the presets of :data:`AUTO_BY_PRESET`.
     The one place the widget and the CLI map a model kind to a model.
 
     Examples
     --------
     >>> resolve_name("global-local", 2), resolve_name("my-model", 3)
     ('global-local-2d', 'my-model')
+    >>> resolve_name("auto", 2), resolve_name("auto", 2, preset="fast")
+    ('deformable-2d', 'global-local-2d')
     """
-    kind = KIND_ALIASES.get(str(kind_or_name).strip().lower())
+    key = str(kind_or_name).strip().lower()
+    kind = KIND_ALIASES.get(key)
+    if key == "auto":
+        kind = AUTO_BY_PRESET.get((preset, int(ndim)), kind)
     return f"{kind}-{int(ndim)}d" if kind is not None else str(kind_or_name)
 
 
