@@ -8,7 +8,7 @@ METHOD is one of
 - a zoo model expression (``deformable-3d``, ``affine-3d+deformable-3d``), run with exactly
   REFINE_STEPS refinement steps (the form ``bench_3d.py`` uses);
 - ``deepreg:fast`` / ``deepreg:auto`` / ``deepreg:accurate``: ``register(model="auto",
-  preset=...)``, the zoo deformable model for the pair's dimensionality and the named preset;
+  preset=...)``, the network `auto` picks for the pair's dimensionality and the named preset;
 - ``ants-syn`` / ``ants-affine``: antspyx, its default ``SyN`` / ``Affine``;
 - ``greedy``: PICSL Greedy (``picsl_greedy``), its documented recipe: affine (``-a -dof 12
   -ia-image-centers -m WNCC 2x2x2 -n 100x50x10``), then deformable (``-m WNCC 2x2x2

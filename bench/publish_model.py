@@ -45,7 +45,8 @@ def card_text(name: str, ckpt: Path, old_card: str, recipe: str | None = None) -
     m, d, lo = cfg.model, cfg.data, cfg.loss
     source = {"synthetic": "SynthMorph-style synthetic label maps rendered with random contrasts",
               "mni": "nilearn's MNI152 2009 T1 template (2 mm) with its GM/WM maps, under random "
-                     "smooth deformations (and affines) and random intensity remaps",
+                     "smooth deformations" + (" and affines" if d.affine else "")
+                     + ("" if d.same_contrast else " and random intensity remaps"),
               "folder": f"images from {d.folder}",
               "mixed": f"a mix: {100 * (1 - d.mni_fraction):.0f} % SynthMorph-style random label "
                        f"maps rendered with random contrasts, bias, blur and noise, "
@@ -57,10 +58,15 @@ def card_text(name: str, ckpt: Path, old_card: str, recipe: str | None = None) -
     seconds = sum(float(r.get("seconds", 0.0)) for r in train_rows)
     extra = meta.get("extra", {})
     hardware = (f"{seconds / 3600:.2f} h of training steps on {extra.get('device', 'cpu')} with "
-                f"{extra.get('threads', '?')} CPU thread(s) (2-core machine, a second run beside "
-                f"it)" if seconds else "not recorded")
+                f"{extra.get('threads', '?')} CPU thread(s) in the last chunk (2-core machine, at times a "
+                f"second run beside it)" if seconds else "not recorded")
     init = (f"\n- Initialised from `{cfg.init_from}`" + (f" (its weights fill `{cfg.init_into}`; the "
             "rest starts fresh)" if cfg.init_into else "") + ".") if cfg.init_from else ""
+    milestones = "".join(f", {lr:g} from step {step}" for step, lr in cfg.optim.lr_milestones
+                         if step <= meta["step"])
+    limits = ("\n- Limits: trained on same-contrast pairs only (mono-modal); for pairs of different "
+              "contrasts rely on the refinement (`auto`), which measures the match with local NCC "
+              "and mutual information.") if d.same_contrast else ""
     return f"""# {name}
 
 **Kind**: {m.kind}, {m.ndim}D{', diffeomorphic (scaling and squaring, ' + str(m.integration_steps) + ' steps)' if m.diffeomorphic and m.kind != 'affine' else ''}.
@@ -70,9 +76,9 @@ def card_text(name: str, ckpt: Path, old_card: str, recipe: str | None = None) -
 ## Training
 - Data: {source}; deformation std up to {d.velocity_std} voxels{f', affine up to {d.rotation} deg rotation, {d.scale} scale, {d.translation} voxels translation' if d.affine else ''}; {'same' if d.same_contrast else 'independent random'} contrasts for fixed and moving.
 - Loss: {lo.similarity_weight} x {lo.similarity} + {lo.regularization_weight} x {lo.regularizer} + {lo.dice_weight} x Dice (labels) + {lo.supervised_weight} x field error (ground truth){' ; similarity weighted by the joint saliency map' if lo.saliency_weighting else ''}.
-- Optimiser: AdamW, lr {cfg.optim.lr}, {meta['step']} steps of batch {cfg.optim.batch_size}, seed {cfg.seed}, device {cfg.device}.
-- Wall time and hardware: {hardware}; curves in `bench/results/training/{name}.png`.
-- Recipe: `src_core/deepreg_core/zoo/recipes/{recipe}.yaml`; reproduce with `bash bench/train_chunks.sh {recipe}` repeated (9-minute resumable chunks) or `bash bench/train_zoo.sh {recipe}` in one go.{init}
+- Optimiser: AdamW, lr {cfg.optim.lr}{milestones}, {meta['step']} steps of batch {cfg.optim.batch_size}, seed {cfg.seed}, device {cfg.device}.
+- Wall time and hardware: {hardware}; curves in `bench/results/training/{recipe}.png`.
+- Recipe: `src_core/deepreg_core/zoo/recipes/{recipe}.yaml`; reproduce with `bash bench/train_chunks.sh {recipe}` repeated (9-minute resumable chunks) or `bash bench/train_zoo.sh {recipe if recipe == name else recipe + ':' + name}` in one go.{init}{limits}
 - Last training loss: {last_train.get('loss', float('nan')):.4g}; last validation: {', '.join(f'{k} {v:.4g}' for k, v in last_val.items() if k != 'step') or 'n/a'}.
 - Package version {meta.get('package_version')}, checkpoint format {meta.get('format_version')}.
 
