@@ -215,7 +215,7 @@ KIND_ALIASES = {"affine": "affine", "deformable": "deformable", "global-local": 
 # 2D fast (network only): global-local-2d's endpoint error is 0.99 mm on held-out MNI slices and
 # 0.64 mm on dipy's real T1 slice, against deformable-2d's 2.28 and 1.13 mm; with refinement
 # (auto, accurate) deformable-2d is as good or better (0.39 vs 0.43 mm on the slices).
-AUTO_BY_PRESET = {("fast", 2): "global-local"}
+AUTO_BY_PRESET: dict[tuple[str | None, int], str] = {("fast", 2): "global-local"}
 
 
 def resolve_name(kind_or_name: str, ndim: int, preset: str | None = None) -> str:
@@ -234,7 +234,7 @@ def resolve_name(kind_or_name: str, ndim: int, preset: str | None = None) -> str
     """
     key = str(kind_or_name).strip().lower()
     kind = KIND_ALIASES.get(key)
-    if key == "auto":
+    if kind is not None and key == "auto":
         kind = AUTO_BY_PRESET.get((preset, int(ndim)), kind)
     return f"{kind}-{int(ndim)}d" if kind is not None else str(kind_or_name)
 
