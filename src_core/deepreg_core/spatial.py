@@ -95,7 +95,7 @@ def _apply_affine(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out.reshape(A.shape[0], ndim, *x.shape[2:])
 
 
-_CACHED_GRID_MAX = 1 << 21  # voxels; larger identity grids are rebuilt (memory over speed)
+_CACHED_GRID_MAX = 1 << 18  # voxels (at most 16 grids of 3 MB kept); larger ones are rebuilt
 
 
 @functools.lru_cache(maxsize=16)
