@@ -28,6 +28,7 @@ for Learn2Reg 2021", MICCAI workshops 2021.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -298,17 +299,10 @@ def _affine_level(fixed, moving, ndim, level, similarity, stop, report, plateau,
         def current() -> torch.Tensor:
             return rigid_theta(delta, half_extent)
     name = AFFINE_SIMILARITY.get(similarity, similarity)
-    view = (1, 1, f_points.shape[2], *[1] * (ndim - 1))
-    if name == "mi":  # the fixed samples never move: their histogram side is computed once
-        reference = losses.ReferenceMutualInformation(f_points.view(view))
-
-        def sim_at(values: torch.Tensor) -> torch.Tensor:
-            return reference(values)
-    else:
-        sim = _similarity(name, AFFINE_WINDOW)
-
-        def sim_at(values: torch.Tensor) -> torch.Tensor:
-            return sim(f_points.view(view), values)
+    reference = f_points.view(1, 1, f_points.shape[2], *[1] * (ndim - 1))  # as sampled below
+    # the fixed samples never move: MI computes their histogram side once
+    sim_at = losses.ReferenceMutualInformation(reference) if name == "mi" else \
+        functools.partial(_similarity(name, AFFINE_WINDOW), reference)
     opt = _Adam(delta, AFFINE_LR, level.steps, decay=0.9)
 
     def loss(theta: torch.Tensor) -> torch.Tensor:
