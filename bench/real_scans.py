@@ -12,7 +12,7 @@ single-subject scans that installed packages ship (none is MNI152, none enters t
 
 Each is the fixed image; the moving image is the scan pulled through a random smooth deformation
 and a small affine of the evaluation magnitudes (``evaluation.make_case("mni")``'s, in voxels),
-seeds from 1000 (disjoint from training's). Reported per scan and preset (medians over
+or with ``--affine DEGREES`` a pure random affine (for the affine models), seeds from 1000 (disjoint from training's). Reported per scan and preset (medians over
 ``--cases``): endpoint error (mm) inside the head (Otsu mask of the fixed scan) before and after,
 NCC before and after, folding, seconds. Results: ``bench/results/real_scans.json``.
 """
@@ -46,7 +46,7 @@ def scans() -> dict[str, tuple[np.ndarray, tuple[float, ...]]]:
     return out
 
 
-def make_pair(volume: np.ndarray, spacing, seed: int):
+def make_pair(volume: np.ndarray, spacing, seed: int, affine_rotation: float | None = None):
     import torch
 
     from deepreg_core.evaluation import _MNI_OPTIONS
@@ -57,10 +57,15 @@ def make_pair(volume: np.ndarray, spacing, seed: int):
 
     shape = volume.shape
     g = torch.Generator().manual_seed(seed)
-    velocity = random_velocity(shape, g, _MNI_OPTIONS["velocity_std"])
-    matrix = random_affine(shape, g, rotation=_MNI_OPTIONS["rotation"],
-                           scale=_MNI_OPTIONS["scale"], shear=_MNI_OPTIONS["shear"],
-                           translation=_MNI_OPTIONS["translation"])
+    if affine_rotation is None:  # the evaluation cases' deformation and small affine
+        velocity = random_velocity(shape, g, _MNI_OPTIONS["velocity_std"])
+        matrix = random_affine(shape, g, rotation=_MNI_OPTIONS["rotation"],
+                               scale=_MNI_OPTIONS["scale"], shear=_MNI_OPTIONS["shear"],
+                               translation=_MNI_OPTIONS["translation"])
+    else:  # a pure affine: rotations up to affine_rotation, shifts up to 10 % of the grid
+        velocity = None
+        matrix = random_affine(shape, g, rotation=affine_rotation, scale=0.1, shear=0.03,
+                               translation=0.1 * min(shape))
     forward, inverse = ground_truth(shape, velocity, matrix, 7)
     fixed_t = torch.from_numpy(volume)[None, None]
     moving_t = warp(fixed_t, inverse, padding="zeros")
@@ -77,6 +82,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--model", default="auto")
     parser.add_argument("--scans", nargs="+", default=["anatomical", "epi", "b0", "t1-slice"])
+    parser.add_argument("--affine", type=float, default=None, metavar="DEGREES",
+                        help="pure random affines (rotations up to DEGREES per plane, scale 0.1, "
+                             "shear 0.03, shifts up to 10 %% of the grid) instead of the "
+                             "deformation cases: for the affine models")
     parser.add_argument("--output", default=str(HERE / "results" / "real_scans.json"))
     args = parser.parse_args()
     import torch
@@ -86,7 +95,8 @@ def main() -> None:
     from deepreg_core.inference import register
 
     torch.manual_seed(0)
-    report: dict = {"seed": args.seed, "cases": args.cases, "threads": torch.get_num_threads()}
+    report: dict = {"seed": args.seed, "cases": args.cases, "threads": torch.get_num_threads(),
+                    "model": args.model, "affine_rotation": args.affine}
     for name, (volume, spacing) in scans().items():
         if name not in args.scans:
             continue
@@ -95,7 +105,7 @@ def main() -> None:
         rows: dict[str, list[dict]] = {p: [] for p in args.presets}
         before = []
         for i in range(args.cases):
-            fixed, moving, truth = make_pair(volume, spacing, args.seed + i)
+            fixed, moving, truth = make_pair(volume, spacing, args.seed + i, args.affine)
             sp = np.asarray(spacing, np.float64).reshape((-1,) + (1,) * volume.ndim)
             epe0 = float(np.linalg.norm(truth * sp, axis=0)[mask].mean())
             f_t = torch.from_numpy(np.asarray(fixed.data))[None, None]

@@ -105,11 +105,14 @@ def case_metrics(result, fixed_labels: Image, truth: np.ndarray) -> dict[str, fl
 
 def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int = 1000,
                    shape: Sequence[int] | None = None, refine_steps: int | None = 0,
-                   preset: str = "auto", device: str = "auto") -> dict:
+                   preset: str = "auto", device: str = "auto",
+                   case_options: dict | None = None) -> dict:
     """Register ``cases`` pairs with known ground truth; per-case numbers and medians.
 
     ``refine_steps`` is a fixed refinement budget (0: the network alone); ``None`` lets
     ``preset`` (``"auto"``, ``"fast"``, ``"accurate"``) decide, as the CLI does without flags.
+    ``case_options`` override the cases' transform magnitudes (:func:`make_case` options, e.g.
+    ``{"deformable": False, "rotation": 20.0}`` for pure affines).
 
     Returns ``{"model", "data", "cases": [...], "summary": {metric: median}}``.
     """
@@ -129,7 +132,8 @@ def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int 
             shape = tuple(zoo.get(names.split("+")[-1]).config().data.shape)
     rows = []
     for k in range(cases):
-        fixed, moving, fixed_labels, moving_labels, truth = make_case(data, shape, seed + k)
+        fixed, moving, fixed_labels, moving_labels, truth = make_case(data, shape, seed + k,
+                                                                      **(case_options or {}))
         start = time.perf_counter()
         result = register(fixed, moving, model=model, refine_steps=refine_steps, preset=preset,
                           device=device, fixed_labels=fixed_labels, moving_labels=moving_labels,
@@ -140,5 +144,6 @@ def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int 
     keys = rows[0].keys()
     summary = {key: statistics.median(r[key] for r in rows) for key in keys}
     return {"model": str(model), "data": data, "shape": list(shape), "refine_steps": refine_steps,
-            "preset": preset if refine_steps is None else None, "cases": rows,
+            "preset": preset if refine_steps is None else None, "case_options": case_options,
+            "cases": rows,
             "summary": summary}

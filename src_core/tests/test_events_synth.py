@@ -32,6 +32,7 @@ from deepreg_core.synth import (
     make_affine,
     mni_pair,
     random_affine,
+    random_crop,
     random_label_map,
     random_velocity,
     render_labels,
@@ -274,6 +275,58 @@ def test_mni_pair_ground_truth():
     other = mni_pair((64, 64), 0, velocity_std=3.0, max_noise=0.0, same_contrast=False)
     assert torch.equal(other.displacement, pair.displacement)  # same draw, other contrast
     assert not torch.allclose(other.moving, pair.moving)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_crop_keeps_the_ground_truth_exact(seed):
+    pair = synthetic_pair((48, 48), seed, affine=True, same_contrast=True, max_bias=0,
+                          max_noise=0, max_blur=2.0, velocity_std=3.0, smoothness=12.0,
+                          rotation=20.0, translation=4.0)
+    cut = random_crop(pair, seed + 10, 0.5)
+    assert cut.fixed.shape == pair.fixed.shape and cut.displacement.shape == (1, 2, 48, 48)
+    assert not torch.equal(cut.fixed, pair.fixed)  # a real crop, resized back
+    assert cut.fixed_labels.dtype == torch.int64
+    inside = _lands_inside(cut.displacement)
+    before = float(((cut.moving - cut.fixed) ** 2)[inside].mean())
+    after = float(((warp(cut.moving, cut.displacement) - cut.fixed) ** 2)[inside].mean())
+    assert after < 0.2 * before
+    moved = warp(cut.moving_labels, cut.displacement, mode="nearest")
+    assert mean_dice(moved[inside], cut.fixed_labels[inside]) > 0.9
+    # a field that is ignored the same way (wrong scale) does not align: the rescale matters
+    wrong = warp(cut.moving_labels, cut.displacement * 0.5, mode="nearest")
+    assert mean_dice(wrong[inside], cut.fixed_labels[inside]) < mean_dice(moved[inside],
+                                                                         cut.fixed_labels[inside])
+
+
+def test_random_crop_translation_is_rescaled_into_the_new_voxels_and_bad_fractions_refused():
+    pair = synthetic_pair((40, 40), 0, deformable=False, affine=True, rotation=0.0, scale=0.0,
+                          shear=0.0, translation=3.0)
+    shift = pair.displacement[0, :, 0, 0]
+    cut = random_crop(pair, 5, 0.5)
+    factor = cut.displacement[0, :, 20, 20] / shift  # (n - 1) / (b - 1) for a box of b voxels
+    assert bool(((factor >= 1.0 - 1e-5) & (factor <= 39 / 19 + 1e-5)).all())
+    torch.testing.assert_close(cut.displacement, cut.displacement[:, :, :1, :1].expand_as(
+        cut.displacement))
+    assert random_crop(pair, 5, 1.0) is pair
+    for bad in (0.0, 1.5, -1):
+        with pytest.raises(ValueError, match="min_fraction"):
+            random_crop(pair, 0, bad)
+
+
+def test_mni_pair_pose_moves_the_fixed_image_and_keeps_the_ground_truth():
+    pytest.importorskip("nilearn")
+    plain = mni_pair((64, 64), 3, velocity_std=2.0, max_noise=0.0, affine=True, rotation=20.0)
+    posed = mni_pair((64, 64), 3, velocity_std=2.0, max_noise=0.0, affine=True, rotation=20.0,
+                     pose=True)
+    assert float((posed.fixed - plain.fixed).abs().mean()) > 0.02  # not the template's pose
+    moved = warp(posed.moving_labels, posed.displacement, mode="nearest")
+    inside = _lands_inside(posed.displacement)
+    assert mean_dice(moved[inside], posed.fixed_labels[inside]) > 0.85
+    other = [mni_pair((64, 64), s, max_noise=0.0, pose=True, same_contrast=False).fixed
+             for s in range(6)]
+    template = mni_pair((64, 64), 0, max_noise=0.0).fixed
+    # some fixed images get their own contrast: far from the template's even where it lies
+    assert max(float(ncc(f, template)) for f in other) < 0.99
 
 
 def test_mni_pair_without_nilearn_says_how_to_install(monkeypatch):

@@ -206,6 +206,40 @@ def test_symmetric_affine_is_identity_for_an_identical_pair_and_inverts_when_swa
     torch.testing.assert_close(forward @ backward, eye, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_affine_passes_compose_estimates_in_evaluation_and_train_one_pass(ndim: int) -> None:
+    model = build_model(tiny("affine", ndim, symmetric=False, passes=3))
+    step = torch.eye(ndim, ndim + 1)
+    step[0, 1], step[1, ndim] = 0.1, -0.05  # a shear and a shift, whatever the input
+    with torch.no_grad():
+        model.head.linear.bias.copy_((step - torch.eye(ndim, ndim + 1)).flatten())
+    fixed, moving = pair(SHAPES[ndim])
+    square = torch.eye(ndim + 1)
+    square[:ndim] = step
+    model.train()
+    one = model(fixed, moving).affine[0]
+    torch.testing.assert_close(one, normalized_to_voxel_affine(square[None], SHAPES[ndim])[0])
+    model.eval()
+    three = model(fixed, moving).affine[0]
+    expected = normalized_to_voxel_affine((square @ square @ square)[None], SHAPES[ndim])[0]
+    torch.testing.assert_close(three, expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="passes"):
+        build_model(tiny("affine", ndim, passes=0))
+
+
+def test_symmetric_affine_with_passes_stays_identity_for_an_identical_pair() -> None:
+    torch.manual_seed(2)
+    model = build_model(tiny("affine", 3, passes=3)).eval()
+    with torch.no_grad():
+        model.head.linear.weight.normal_(0, 0.05)
+    fixed, moving = pair(SHAPES[3])
+    with torch.no_grad():
+        same = model(fixed, fixed).affine[0]
+        forward = model(fixed, moving).affine[0]
+    torch.testing.assert_close(same, torch.eye(4), atol=1e-5, rtol=0)
+    assert (forward - torch.eye(4)).abs().max() > 1e-2
+
+
 def test_affine_net_reports_its_transform_in_voxels() -> None:
     model = build_model(tiny("affine", 2, symmetric=False))
     with torch.no_grad():

@@ -75,7 +75,7 @@ def _affine(config: ModelConfig) -> AffineNet:
         config.ndim, 2 * config.in_channels, config.affine_features, config.instance_norm
     )
     return AffineNet(encoder, AffineHead(config.ndim, encoder.out_channels), config.working_scale,
-                     symmetric=config.symmetric)
+                     symmetric=config.symmetric, passes=config.passes)
 
 
 def _deformable(config: ModelConfig, in_channels: int, scale: float) -> DeformableNet:

@@ -63,6 +63,11 @@ class ModelConfig(BaseModel):
         Affine: estimate ``fixed→moving`` and ``moving→fixed`` and return
         ``sqrt(A_fm A_mf^-1)``, which is exactly the identity for an identical pair and exactly
         inverse-consistent when the inputs are swapped.
+    passes : int
+        Affine: at inference (evaluation mode) the network is applied this many times, each pass
+        to the moving image resampled by the transform so far, and the estimates are composed
+        (a coarse-to-fine cascade with shared weights). Training runs one pass: the later passes
+        see the small residual misalignments that the training range covers anyway.
     saliency_gate : bool
         ``"global_local"`` only: scale the local residual by a learnt function of the joint
         saliency, so that coarse vectors where the images already agree are kept.
@@ -91,6 +96,7 @@ class ModelConfig(BaseModel):
     local_features: Widths = Field(default_factory=lambda: [16, 32, 32])
     saliency_gate: bool = True
     symmetric: bool = True
+    passes: int = Field(1, ge=1, le=8)
 
     @model_validator(mode="after")
     def _decoder_matches_encoder(self) -> ModelConfig:

@@ -30,6 +30,7 @@ from deepreg_core.spatial import (
     integrate_velocity,
     resize_displacement,
     warp,
+    warp_affine,
 )
 
 if TYPE_CHECKING:
@@ -171,27 +172,39 @@ class AffineNet(nn.Module):
     config: ModelConfig | None = None
 
     def __init__(self, encoder: ConvEncoder, head: AffineHead, working_scale: float = 1.0, *,
-                 symmetric: bool = False) -> None:
+                 symmetric: bool = False, passes: int = 1) -> None:
         super().__init__()
         working_shape((4,), working_scale)  # validates the scale
+        if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+            raise ValueError(f"passes: expected an integer >= 1, got {passes!r}.")
         self.encoder = encoder
         self.head = head
         self.working_scale = working_scale
         self.symmetric = symmetric
+        self.passes = passes
         self.ndim = encoder.ndim
         self.in_channels = encoder.in_channels // 2
+
+    def _theta(self, x: torch.Tensor) -> torch.Tensor:
+        """One estimate from ``concat(fixed, moving)`` on the working grid (normalised, 4x4/3x3)."""
+        theta = homogeneous(self.head(self.encoder(x)), self.ndim, "theta")
+        if self.symmetric:  # sqrt(A_fm A_mf^-1): identity for x == y, inverse when swapped
+            back = homogeneous(self.head(self.encoder(x.roll(self.in_channels, dims=1))),
+                               self.ndim, "theta")
+            theta = matrix_sqrt(theta @ torch.linalg.inv(back))
+        return theta
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> RegistrationOutput:
         """Register ``moving`` to ``fixed``, both ``(B, C, *spatial)`` on the same grid."""
         fixed, moving = check_pair(fixed, moving, self.ndim, self.in_channels)
         shape = tuple(fixed.shape[2:])
         work = working_shape(shape, self.working_scale)
-        x = resize_image(torch.cat([fixed, moving], dim=1), work)
-        theta = homogeneous(self.head(self.encoder(x)), self.ndim, "theta")
-        if self.symmetric:  # sqrt(A_fm A_mf^-1): identity for x == y, inverse when swapped
-            back = homogeneous(self.head(self.encoder(x.roll(self.in_channels, dims=1))),
-                                self.ndim, "theta")
-            theta = matrix_sqrt(theta @ torch.linalg.inv(back))
+        fixed_work, moving_work = resize_image(fixed, work), resize_image(moving, work)
+        theta = self._theta(torch.cat([fixed_work, moving_work], dim=1))
+        for _ in range(0 if self.training else self.passes - 1):
+            # the moving image through the estimate so far; the next pass estimates the rest
+            moved = warp_affine(moving_work, normalized_to_voxel_affine(theta, work))
+            theta = theta @ self._theta(torch.cat([fixed_work, moved], dim=1))
         affine = normalized_to_voxel_affine(theta, shape)
         displacement = affine_to_displacement(affine, shape)
         return RegistrationOutput(

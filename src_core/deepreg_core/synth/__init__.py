@@ -37,7 +37,7 @@ from deepreg_core.synth.contrast import (
     tissue_image,
 )
 from deepreg_core.synth.mni import MNI_RESOLUTIONS, mni_pair, random_mni_slice
-from deepreg_core.synth.pairs import SyntheticPair, synthetic_pair
+from deepreg_core.synth.pairs import SyntheticPair, random_crop, synthetic_pair
 from deepreg_core.synth.transforms import (
     AffineParams,
     make_affine,
@@ -57,6 +57,7 @@ __all__ = [
     "make_affine",
     "mni_pair",
     "random_affine",
+    "random_crop",
     "random_label_map",
     "random_mni_slice",
     "random_velocity",

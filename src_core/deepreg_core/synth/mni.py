@@ -9,9 +9,7 @@ import numpy as np
 import torch
 
 from deepreg_core.preprocess import resize_image
-from deepreg_core.spatial import (
-    warp,
-)
+from deepreg_core.spatial import warp, warp_affine
 from deepreg_core.synth._common import (
     GeneratorLike,
     as_generator,
@@ -129,6 +127,7 @@ def mni_pair(
     smoothness: float | None = None, rotation: float = 10.0, scale: float = 0.1,
     shear: float = 0.05, translation: float = 2.0, max_noise: float = 0.02,
     integration_steps: int = 7, orientation: str = "axial", resolution: int = 2,
+    pose: bool = False,
 ) -> SyntheticPair:
     """A brain-like pair from nilearn's MNI152 template with a random realistic deformation.
 
@@ -158,6 +157,10 @@ def mni_pair(
         (``197 × 233 × 189``). ``shape`` equal to the template's shape keeps its voxels as they
         are; the magnitudes above are in voxels of ``shape`` (double them at 1 mm for the same
         physical size).
+    pose : bool
+        Also give the fixed image a random pose (an affine of the same magnitudes: the head as
+        it lay in the scanner) and, with ``same_contrast=False``, a random contrast half of the
+        time, so that a network cannot learn the template's own position and intensities.
 
     Returns
     -------
@@ -183,6 +186,13 @@ def mni_pair(
         t1, labels = random_mni_slice(shape, g, resolution=resolution)
     else:
         t1, labels = mni_volumes(shape, resolution)
+    if pose:
+        posed = random_affine(shape, g, rotation=rotation, scale=scale, shear=shear,
+                              translation=translation)
+        t1 = warp_affine(t1, posed, padding="zeros")
+        labels = warp_affine(labels, posed, mode="nearest", padding="zeros")
+        if not same_contrast and float(uniform(g, 0.0, 1.0)) < 0.5:
+            t1 = random_lut(t1, g)
     velocity = random_velocity(shape, g, velocity_std, smoothness) if deformable else None
     matrix = (random_affine(shape, g, rotation=rotation, scale=scale, shear=shear,
                             translation=translation) if affine else None)

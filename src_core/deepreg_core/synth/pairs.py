@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
+from deepreg_core.preprocess import resize_labels
 from deepreg_core.spatial import (
     affine_to_displacement,
     compose,
@@ -16,7 +18,7 @@ from deepreg_core.spatial import (
     resize_displacement,
     warp,
 )
-from deepreg_core.synth._common import GeneratorLike, as_generator, check_shape
+from deepreg_core.synth._common import GeneratorLike, as_generator, check_shape, uniform
 from deepreg_core.synth.contrast import (
     Contrast,
     apply_contrast,
@@ -151,3 +153,44 @@ def synthetic_pair(
     moving = finish_image(moving_tissue, moving_contrast)
     moving_labels = warp(source, inverse, mode="nearest", padding="border")
     return SyntheticPair(fixed, moving, source, moving_labels, forward, matrix, velocity)
+
+
+def random_crop(pair: SyntheticPair, generator: GeneratorLike, min_fraction: float) -> SyntheticPair:
+    """The same random box cut from every part of ``pair`` and resized back to its shape.
+
+    Each axis keeps a random extent of ``min_fraction .. 1`` of its voxels at a random offset,
+    so a network sees partial fields of view and, after the resize, other voxel aspect ratios,
+    as images of other scanners reach it. The ground truth stays exact: the box is cut from the
+    fixed grid, the field is resampled like the images and rescaled into voxels of the new grid
+    (:func:`~deepreg_core.spatial.resize_displacement`). The affine and velocity parts are
+    dropped (they are in the old grid's voxels). ``min_fraction=1`` returns ``pair`` unchanged.
+
+    Examples
+    --------
+    >>> pair = synthetic_pair((32, 32), generator=0)
+    >>> random_crop(pair, 1, 0.5).fixed.shape
+    torch.Size([1, 1, 32, 32])
+    """
+    if not 0.0 < float(min_fraction) <= 1.0:
+        raise ValueError(f"min_fraction: expected a number in (0, 1], got {min_fraction!r}.")
+    if min_fraction == 1.0:
+        return pair
+    g = as_generator(generator)
+    shape = tuple(pair.fixed.shape[2:])
+    box = []
+    for n in shape:
+        size = max(2, int(round(n * float(uniform(g, float(min_fraction), 1.0)))))
+        start = int(torch.randint(0, n - size + 1, (1,), generator=g))
+        box.append(slice(start, start + size))
+    cut = (slice(None), slice(None), *box)
+
+    def image(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x[cut], size=shape, mode="bilinear" if len(shape) == 2 else
+                             "trilinear", align_corners=True)
+
+    def labels(x: torch.Tensor) -> torch.Tensor:
+        return resize_labels(x[cut], shape)
+
+    return SyntheticPair(image(pair.fixed), image(pair.moving), labels(pair.fixed_labels),
+                         labels(pair.moving_labels),
+                         resize_displacement(pair.displacement[cut], shape))

@@ -115,6 +115,14 @@ class DataConfig(BaseModel):
         Render fixed and moving with the same contrast (monomodal); False trains multimodal.
     max_blur, max_bias, max_noise : float
         ``synthetic`` rendering: largest blur (voxels), log bias-field std, noise std.
+    pose : bool
+        MNI pairs: the fixed image too gets a random pose (and a random contrast half of the
+        time when ``same_contrast`` is false), so that the template's own position is never a
+        cue (what an affine network for any subject needs).
+    crop : float
+        Random pairs: cut the same random box (each axis ``crop .. 1`` of its extent) from both
+        images, labels and field and resize it back to ``shape``: partial fields of view and other
+        voxel aspect ratios, ground truth kept exact. 1 (default) never crops.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -141,6 +149,8 @@ class DataConfig(BaseModel):
     max_blur: float = Field(1.0, ge=0.0, le=16.0)
     max_bias: float = Field(0.3, ge=0.0, le=2.0)
     max_noise: float = Field(0.05, ge=0.0, le=1.0)
+    pose: bool = False
+    crop: float = Field(1.0, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _paths_present(self) -> DataConfig:

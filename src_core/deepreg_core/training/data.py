@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from deepreg_core.preprocess import network_input, resize_labels
-from deepreg_core.synth import SyntheticPair, mni_pair, synthetic_pair
+from deepreg_core.synth import SyntheticPair, mni_pair, random_crop, synthetic_pair
 from deepreg_core.training.config import DataConfig
 
 TRAIN_STREAM, VALIDATION_STREAM = 0, 1
@@ -122,11 +122,19 @@ class SyntheticPairs(PairDataset):
             max_noise=c.max_noise,
         )
 
+    def _cropped(self, stream: int, step: int, index: int) -> SyntheticPair:
+        pair = self._draw(stream, step, index)
+        if self.config.crop >= 1.0:
+            return pair
+        # its own stream, so the pairs themselves are the ones drawn without cropping
+        g = torch.Generator().manual_seed(pair_seed(self.seed, stream + 4, step, index))
+        return random_crop(pair, g, self.config.crop)
+
     def pair(self, step: int, index: int) -> SyntheticPair:
-        return self._draw(TRAIN_STREAM, step, index)
+        return self._cropped(TRAIN_STREAM, step, index)
 
     def validation_pair(self, index: int) -> SyntheticPair:
-        return self._draw(VALIDATION_STREAM, 0, index)
+        return self._cropped(VALIDATION_STREAM, 0, index)
 
 
 class MNIPairs(SyntheticPairs):
@@ -143,7 +151,7 @@ class MNIPairs(SyntheticPairs):
             tuple(c.shape), g, deformable=c.deformable, affine=c.affine,
             same_contrast=c.same_contrast, velocity_std=c.velocity_std, smoothness=c.smoothness,
             rotation=c.rotation, scale=c.scale, shear=c.shear, translation=c.translation,
-            max_noise=c.max_noise, orientation=c.mni_orientation,
+            max_noise=c.max_noise, orientation=c.mni_orientation, pose=c.pose,
         )
 
 
