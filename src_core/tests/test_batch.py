@@ -119,13 +119,17 @@ def test_killing_a_worker_mid_run_still_completes_every_pair_once(tmp_path, clie
 @pytest.mark.slow
 def test_killing_the_client_and_rerunning_finishes_only_what_was_missing(tmp_path, client,
                                                                          model):
-    csv_path = _pairs(tmp_path, 8, model)
+    # 12 pairs of 150 refinement steps in the killed run (a few seconds of work after the
+    # second record even on idle cores), so that a test process starved by other load cannot
+    # wake up after all of them are done; and a deadline for a slow start under load.
+    n = 12
+    csv_path = _pairs(tmp_path, n, model)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "deepreg_core.cli", "batch", str(csv_path), "-o", str(out),
-           "--workers", "2", "--model", str(model), "--refine-steps", "40", "--no-qa"]
+           "--workers", "2", "--model", str(model), "--refine-steps", "150", "--no-qa"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.time() + 120
+    deadline = time.time() + 600
     while time.time() < deadline:
         done = [p for p in (out / "records").glob("*.json")] if (out / "records").is_dir() else []
         if len(done) >= 2:
@@ -134,10 +138,10 @@ def test_killing_the_client_and_rerunning_finishes_only_what_was_missing(tmp_pat
     os.killpg(proc.pid, signal.SIGKILL)  # the client, its scheduler and its workers
     proc.wait()
     first = {p.stem: json.loads(p.read_text()) for p in (out / "records").glob("*.json")}
-    assert 2 <= len(first) < 8, "the kill came too late to test a resume"
+    assert 2 <= len(first) < n, "the kill came too late to test a resume"
     pairs = read_pairs(csv_path)
     summary = batch(pairs, out, scheduler=client, model=str(model), **OPTIONS)
-    assert summary.skipped == len(first) and summary.done == 8
+    assert summary.skipped == len(first) and summary.done == n
     for pid, record in first.items():  # done pairs were not redone
         assert json.loads((out / "records" / f"{pid}.json").read_text()) == record
     _check_done_once(out, [p.id for p in pairs])
