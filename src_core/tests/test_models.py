@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from deepreg_core.models import (
     AffineHead,
     AffineNet,
+    CentroidHead,
     ConvEncoder,
     DeformableNet,
     FlowHead,
@@ -238,6 +239,53 @@ def test_symmetric_affine_with_passes_stays_identity_for_an_identical_pair() -> 
         forward = model(fixed, moving).affine[0]
     torch.testing.assert_close(same, torch.eye(4), atol=1e-5, rtol=0)
     assert (forward - torch.eye(4)).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_centroid_head_fits_the_affine_that_carries_matched_points(ndim: int) -> None:
+    g = torch.Generator().manual_seed(ndim)
+    head = CentroidHead(ndim, in_channels=4, keypoints=12)
+    points = torch.rand(1, 12, ndim, generator=g) * 1.6 - 0.8
+    weights = torch.rand(1, 12, generator=g) + 0.5
+    truth = torch.eye(ndim, ndim + 1) + 0.1 * torch.randn(ndim, ndim + 1, generator=g)
+    moved = points @ truth[:, :ndim].T + truth[:, ndim]
+    fitted = head.fit((points, weights), (moved, weights))[0]
+    torch.testing.assert_close(fitted, truth, atol=1e-3, rtol=0)
+    # a keypoint off by a lot and given no weight does not move the fit
+    wrong, light = moved.clone(), weights.clone()
+    wrong[0, 0] += 5.0
+    light[0, 0] = 0.0
+    torch.testing.assert_close(head.fit((points, light), (wrong, light))[0], truth, atol=1e-3,
+                               rtol=0)
+    with pytest.raises(ValueError, match="keypoints"):
+        CentroidHead(ndim, 4, keypoints=ndim)
+
+
+def test_centroid_head_points_follow_a_shifted_peak() -> None:
+    head = CentroidHead(2, in_channels=1, keypoints=4)
+    with torch.no_grad():
+        head.conv.weight.fill_(20.0)
+        head.conv.bias.zero_()
+    image = torch.zeros(1, 1, 21, 21)
+    image[0, 0, 5, 15] = 1.0  # normalised (array order): (-0.5, 0.5)
+    centroids, weights = head.points(image)
+    torch.testing.assert_close(centroids[0, 0], torch.tensor([-0.5, 0.5]), atol=1e-3, rtol=0)
+    assert float(weights.detach().min()) > 10.0  # a sharp peak is a confident keypoint
+
+
+def test_centroid_affine_net_identity_inverse_and_passes() -> None:
+    torch.manual_seed(3)
+    model = build_model(tiny("affine", 2, affine_head="centroids", affine_features=[4, 8],
+                             keypoints=6, passes=2)).eval()
+    fixed, moving = pair(SHAPES[2])
+    with torch.no_grad():
+        same = model(fixed, fixed).affine[0]
+        forward = model(fixed, moving).affine[0]
+        backward = model(moving, fixed).affine[0]
+    torch.testing.assert_close(same, torch.eye(3), atol=1e-4, rtol=0)
+    assert (forward - torch.eye(3)).abs().max() > 1e-3
+    torch.testing.assert_close(forward @ backward, torch.eye(3), atol=2e-2, rtol=0)
+    assert model.in_channels == 1 and model.centroids
 
 
 def test_affine_net_reports_its_transform_in_voxels() -> None:

@@ -29,7 +29,7 @@ from deepreg_core.models.blocks import (
 )
 from deepreg_core.models.config import ModelConfig
 from deepreg_core.models.global_local import GlobalLocalNet, SaliencyGate
-from deepreg_core.models.heads import AffineHead, FlowHead
+from deepreg_core.models.heads import AffineHead, CentroidHead, FlowHead
 from deepreg_core.models.registration import (
     AffineNet,
     DeformableNet,
@@ -44,6 +44,7 @@ from deepreg_core.models.unet import UNet
 
 __all__ = [
     "AffineHead",
+    "CentroidHead",
     "AffineNet",
     "ConvBlock",
     "ConvEncoder",
@@ -71,11 +72,18 @@ def _integrator(config: ModelConfig) -> VelocityIntegrator | None:
 
 
 def _affine(config: ModelConfig) -> AffineNet:
-    encoder = ConvEncoder(
-        config.ndim, 2 * config.in_channels, config.affine_features, config.instance_norm
-    )
-    return AffineNet(encoder, AffineHead(config.ndim, encoder.out_channels), config.working_scale,
-                     symmetric=config.symmetric, passes=config.passes)
+    head: nn.Module
+    if config.affine_head == "centroids":
+        encoder: nn.Module = UNet(config.ndim, config.in_channels, config.affine_features, None,
+                                  config.convs_per_level, config.instance_norm)
+        head = CentroidHead(config.ndim, encoder.out_channels, config.keypoints)
+    else:
+        encoder = ConvEncoder(
+            config.ndim, 2 * config.in_channels, config.affine_features, config.instance_norm
+        )
+        head = AffineHead(config.ndim, encoder.out_channels)
+    return AffineNet(encoder, head, config.working_scale, symmetric=config.symmetric,
+                     passes=config.passes)
 
 
 def _deformable(config: ModelConfig, in_channels: int, scale: float) -> DeformableNet:

@@ -54,7 +54,13 @@ class ModelConfig(BaseModel):
         resized back to the input grid, so ``0.5`` makes a 3D network about 8 times cheaper.
         For ``"global_local"`` it is the scale of the local (refinement) network.
     affine_features : list of int
-        Widths of the strided-convolution encoder of ``"affine"`` (each level halves the size).
+        ``"affine"``: widths of the strided-convolution encoder (regression head: each level
+        halves the size) or of the feature UNet (centroid head).
+    affine_head : {"regression", "centroids"}
+        ``"affine"``: regress the matrix from both images at once, or fit it to matched keypoint
+        centroids of each image (equivariant by construction; see :class:`CentroidHead`).
+    keypoints : int
+        Centroid head: number of keypoint heat maps.
     global_scale : float
         ``"global_local"`` only: the scale, relative to the input, of the coarse global network.
     local_features : list of int
@@ -97,6 +103,8 @@ class ModelConfig(BaseModel):
     saliency_gate: bool = True
     symmetric: bool = True
     passes: int = Field(1, ge=1, le=8)
+    affine_head: Literal["regression", "centroids"] = "regression"
+    keypoints: int = Field(32, ge=4, le=1024)
 
     @model_validator(mode="after")
     def _decoder_matches_encoder(self) -> ModelConfig:

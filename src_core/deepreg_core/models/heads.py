@@ -89,3 +89,71 @@ class FlowHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Map ``(B, in_channels, *spatial)`` to a field ``(B, ndim, *spatial)`` in voxels."""
         return self.conv(features)
+
+
+class CentroidHead(nn.Module):
+    """An affine from matched feature centroids (keypoints), fitted by weighted least squares.
+
+    A 1x1(x1) convolution maps each image's features to ``keypoints`` heat maps. Each map's
+    spatial softmax gives a centroid (in normalised coordinates, array order) and its expected
+    logit a confidence; the affine that carries the fixed image's centroids onto the moving
+    image's is the weighted least-squares fit, pulled towards the identity by ``prior`` (relative
+    to the total weight) so that it is defined for any input. The fit is exact for matched
+    points, so the architecture is equivariant by construction: features that move with the
+    anatomy give the transform whatever its size (the approach of SynthMorph's affine model and
+    KeyMorph). An identical pair gives the identity up to rounding.
+
+    Parameters
+    ----------
+    ndim : int
+        2 or 3 spatial axes.
+    in_channels : int
+        Channels of the feature map of one image.
+    keypoints : int
+        Number of heat maps (at least ``ndim + 1``).
+    prior : float
+        Weight of the identity prior, relative to the summed keypoint weights.
+
+    Examples
+    --------
+    >>> head = CentroidHead(2, in_channels=8, keypoints=6)
+    >>> f = head.points(torch.randn(1, 8, 16, 16))
+    >>> torch.allclose(head.fit(f, f), torch.eye(2, 3)[None], atol=1e-4)
+    True
+    """
+
+    def __init__(self, ndim: int, in_channels: int, keypoints: int = 32,
+                 prior: float = 1e-4) -> None:
+        super().__init__()
+        if ndim not in (2, 3):
+            raise ValueError(f"ndim: expected 2 or 3 spatial dimensions, got {ndim!r}.")
+        if keypoints < ndim + 1:
+            raise ValueError(f"keypoints: expected at least {ndim + 1}, got {keypoints!r}.")
+        self.ndim = ndim
+        self.prior = float(prior)
+        conv = nn.Conv2d if ndim == 2 else nn.Conv3d
+        self.conv = conv(in_channels, keypoints, kernel_size=1)
+
+    def points(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centroids ``(B, K, ndim)`` (normalised, array order) and weights ``(B, K)``."""
+        logits = self.conv(features).flatten(2)  # (B, K, N)
+        p = torch.softmax(logits, dim=-1)
+        spatial = features.shape[2:]
+        axes = [torch.linspace(-1.0, 1.0, n, dtype=p.dtype, device=p.device) for n in spatial]
+        grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, self.ndim)
+        centroids = p @ grid
+        weights = nn.functional.softplus((p * logits).sum(-1))
+        return centroids, weights
+
+    def fit(self, fixed: tuple[torch.Tensor, torch.Tensor],
+            moving: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The ``(B, ndim, ndim + 1)`` affine taking fixed centroids to moving ones."""
+        (cf, wf), (cm, wm) = fixed, moving
+        w = torch.sqrt(wf * wm + 1e-12)  # (B, K)
+        x = torch.cat([cf, torch.ones_like(cf[..., :1])], dim=-1)  # (B, K, ndim + 1)
+        xtw = x.transpose(1, 2) * w[:, None, :]
+        eye = torch.eye(self.ndim + 1, dtype=x.dtype, device=x.device)
+        lam = self.prior * w.sum(-1).view(-1, 1, 1)
+        lhs = xtw @ x + lam * eye
+        rhs = xtw @ cm + lam * eye[:, : self.ndim]  # prior: A^T = [I; 0]
+        return torch.linalg.solve(lhs, rhs).transpose(1, 2)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from deepreg_core._validate import check_image, check_same_spatial
+from deepreg_core.models.heads import CentroidHead
 from deepreg_core.preprocess import (  # noqa: F401  (re-exported by deepreg_core.models)
     homogeneous,
     normalized_to_voxel_affine,
@@ -34,9 +35,8 @@ from deepreg_core.spatial import (
 )
 
 if TYPE_CHECKING:
-    from deepreg_core.models.blocks import ConvEncoder
     from deepreg_core.models.config import ModelConfig
-    from deepreg_core.models.heads import AffineHead, FlowHead
+    from deepreg_core.models.heads import FlowHead
     from deepreg_core.models.unet import UNet
 
 
@@ -145,20 +145,30 @@ def matrix_sqrt(matrix: torch.Tensor, iterations: int = 12) -> torch.Tensor:
 
 
 class AffineNet(nn.Module):
-    """Affine registration: a strided CNN on ``concat(fixed, moving)`` and an affine head.
+    """Affine registration: a CNN and an affine head, optionally cascaded.
 
-    The head predicts ``theta`` in normalised coordinates (resolution-agnostic, centred on the
-    image), which is converted with :func:`normalized_to_voxel_affine` for the output. An untrained
-    network returns exactly the identity.
+    Two heads. :class:`AffineHead` (``"regression"``): a strided encoder reads
+    ``concat(fixed, moving)`` and the head regresses the matrix. :class:`CentroidHead`
+    (``"centroids"``): one feature network reads each image alone (shared weights), each image
+    gives keypoint centroids, and the matrix is their weighted least-squares fit.
+    The matrix ``theta`` is in normalised coordinates (resolution-agnostic, centred on the
+    image), converted with :func:`normalized_to_voxel_affine` for the output. An untrained
+    regression network returns exactly the identity.
 
     Parameters
     ----------
-    encoder : ConvEncoder
-        Takes ``2 * C`` channels.
-    head : AffineHead
+    encoder : ConvEncoder or UNet
+        Takes ``2 * C`` channels (regression) or ``C`` channels (centroids).
+    head : AffineHead or CentroidHead
         Reads ``encoder.out_channels`` channels.
     working_scale : float
         The encoder sees the images resized by this factor (``0 < s <= 1``).
+    symmetric : bool
+        ``sqrt(A_fm A_mf^-1)``: exactly the identity for an identical pair and the inverse when
+        the inputs are swapped.
+    passes : int
+        Evaluation mode applies the estimate this many times, each on the moving image resampled
+        by the transform so far, composing the results; training uses one pass.
 
     Examples
     --------
@@ -171,7 +181,7 @@ class AffineNet(nn.Module):
 
     config: ModelConfig | None = None
 
-    def __init__(self, encoder: ConvEncoder, head: AffineHead, working_scale: float = 1.0, *,
+    def __init__(self, encoder: nn.Module, head: nn.Module, working_scale: float = 1.0, *,
                  symmetric: bool = False, passes: int = 1) -> None:
         super().__init__()
         working_shape((4,), working_scale)  # validates the scale
@@ -183,10 +193,24 @@ class AffineNet(nn.Module):
         self.symmetric = symmetric
         self.passes = passes
         self.ndim = encoder.ndim
-        self.in_channels = encoder.in_channels // 2
+        self.centroids = isinstance(head, CentroidHead)
+        self.in_channels = encoder.in_channels if self.centroids else encoder.in_channels // 2
 
-    def _theta(self, x: torch.Tensor) -> torch.Tensor:
-        """One estimate from ``concat(fixed, moving)`` on the working grid (normalised, 4x4/3x3)."""
+    def _points(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head.points(self.encoder(image))
+
+    def _theta(self, fixed: torch.Tensor, moving: torch.Tensor,
+               fixed_points: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """One estimate on the working grid, ``(B, ndim + 1, ndim + 1)`` normalised."""
+        if self.centroids:
+            pf = fixed_points if fixed_points is not None else self._points(fixed)
+            pm = self._points(moving)
+            theta = homogeneous(self.head.fit(pf, pm), self.ndim, "theta")
+            if self.symmetric:
+                back = homogeneous(self.head.fit(pm, pf), self.ndim, "theta")
+                theta = matrix_sqrt(theta @ torch.linalg.inv(back))
+            return theta
+        x = torch.cat([fixed, moving], dim=1)
         theta = homogeneous(self.head(self.encoder(x)), self.ndim, "theta")
         if self.symmetric:  # sqrt(A_fm A_mf^-1): identity for x == y, inverse when swapped
             back = homogeneous(self.head(self.encoder(x.roll(self.in_channels, dims=1))),
@@ -200,11 +224,12 @@ class AffineNet(nn.Module):
         shape = tuple(fixed.shape[2:])
         work = working_shape(shape, self.working_scale)
         fixed_work, moving_work = resize_image(fixed, work), resize_image(moving, work)
-        theta = self._theta(torch.cat([fixed_work, moving_work], dim=1))
+        fixed_points = self._points(fixed_work) if self.centroids else None
+        theta = self._theta(fixed_work, moving_work, fixed_points)
         for _ in range(0 if self.training else self.passes - 1):
             # the moving image through the estimate so far; the next pass estimates the rest
             moved = warp_affine(moving_work, normalized_to_voxel_affine(theta, work))
-            theta = theta @ self._theta(torch.cat([fixed_work, moved], dim=1))
+            theta = theta @ self._theta(fixed_work, moved, fixed_points)
         affine = normalized_to_voxel_affine(theta, shape)
         displacement = affine_to_displacement(affine, shape)
         return RegistrationOutput(
