@@ -45,13 +45,15 @@ def card_text(name: str, ckpt: Path, old_card: str, recipe: str | None = None) -
     m, d, lo = cfg.model, cfg.data, cfg.loss
     source = {"synthetic": "SynthMorph-style synthetic label maps rendered with random contrasts",
               "mni": "nilearn's MNI152 2009 T1 template (2 mm) with its GM/WM maps, under random "
-                     "smooth deformations" + (" and affines" if d.affine else "")
+                     + " and ".join(part for part, on in (("smooth deformations", d.deformable),
+                                                         ("affines", d.affine)) if on)
                      + ("" if d.same_contrast else " and random intensity remaps"),
               "folder": f"images from {d.folder}",
               "mixed": f"a mix: {100 * (1 - d.mni_fraction):.0f} % SynthMorph-style random label "
                        f"maps rendered with random contrasts, bias, blur and noise, "
                        f"{100 * d.mni_fraction:.0f} % nilearn's MNI152 (2 mm) with its GM/WM maps "
-                       f"under random smooth deformations and random intensity remaps"
+                       f"under random {'smooth deformations' if d.deformable else 'affines'} and "
+                       "random intensity remaps"
                        + (" (2D: slices in all three orientations, with flips and transposes)"
                           if d.mni_orientation == "random" and m.ndim == 2 else "")}[d.source]
     train_rows = history.get("train") or []
@@ -67,14 +69,33 @@ def card_text(name: str, ckpt: Path, old_card: str, recipe: str | None = None) -
     limits = ("\n- Limits: trained on same-contrast pairs only (mono-modal); for pairs of different "
               "contrasts rely on the refinement (`auto`), which measures the match with local NCC "
               "and mutual information.") if d.same_contrast else ""
+    augment = "".join([
+        "; the fixed image posed at random too (and recontrasted half of the time), so the "
+        "template's own position is no cue" if d.pose else "",
+        f"; the same random box (each axis {d.crop:g}..1 of its extent) cut from both images "
+        "and resized back (partial fields of view, other voxel aspect ratios)" if d.crop < 1 else "",
+    ])
+    architecture = ""
+    if m.kind == "affine":
+        architecture = "\n**Architecture**: " + (
+            f"centroid head: a feature UNet {m.affine_features} reads each image alone and gives "
+            f"{m.keypoints} keypoint heat maps; the affine is the weighted least-squares fit of the "
+            "fixed centroids onto the moving ones (equivariant by construction)"
+            if m.affine_head == "centroids" else
+            f"regression head: a strided encoder {m.affine_features} reads both images and "
+            "regresses the matrix") + (
+            "; symmetric (`sqrt(A_fm A_mf^-1)`: an identical pair gives the identity, swapped "
+            "inputs the inverse)" if m.symmetric else "") + (
+            f"; at inference the estimate is applied {m.passes} times, each pass on the moving "
+            "image resampled by the transform so far" if m.passes > 1 else "") + "."
     return f"""# {name}
 
 **Kind**: {m.kind}, {m.ndim}D{', diffeomorphic (scaling and squaring, ' + str(m.integration_steps) + ' steps)' if m.diffeomorphic and m.kind != 'affine' else ''}.
 **Working grid**: inputs are resampled to {d.shape} (array order){f', the network runs at {m.working_scale:g} of that' if m.working_scale != 1 else ''}; the field is upsampled to the fixed image's grid.
-**Input**: {INPUTS[m.kind]}. Intensities are normalised to 0..1 by the 1st and 99th percentiles.
+**Input**: {INPUTS[m.kind]}. Intensities are normalised to 0..1 by the 1st and 99th percentiles.{architecture}
 
 ## Training
-- Data: {source}; deformation std up to {d.velocity_std} voxels{f', affine up to {d.rotation} deg rotation, {d.scale} scale, {d.translation} voxels translation' if d.affine else ''}; {'same' if d.same_contrast else 'independent random'} contrasts for fixed and moving.
+- Data: {source}; {f'deformation std up to {d.velocity_std} voxels' if d.deformable else 'no deformation'}{f', affine up to {d.rotation} deg rotation, {d.scale} scale, {d.translation} voxels translation' if d.affine else ''}; {'same' if d.same_contrast else 'independent random'} contrasts for fixed and moving{augment}.
 - Loss: {lo.similarity_weight} x {lo.similarity} + {lo.regularization_weight} x {lo.regularizer} + {lo.dice_weight} x Dice (labels) + {lo.supervised_weight} x field error (ground truth){' ; similarity weighted by the joint saliency map' if lo.saliency_weighting else ''}.
 - Optimiser: AdamW, lr {cfg.optim.lr}{milestones}, {meta['step']} steps of batch {cfg.optim.batch_size}, seed {cfg.seed}, device {cfg.device}.
 - Wall time and hardware: {hardware}; curves in `bench/results/training/{recipe}.png`.

@@ -243,22 +243,6 @@ class Plateau:
         return gain < self.tolerance * max(abs(self.best), 1e-3) or self.best >= self.first
 
 
-def rotation_matrix(angles: torch.Tensor, ndim: int) -> torch.Tensor:
-    """A rotation ``(ndim, ndim)`` from 1 (2D) or 3 (3D) angles in radians (differentiable).
-
-    In 3D the rotations in the planes of axes (0, 1), (0, 2) and (1, 2) are composed in that order.
-    """
-    planes = [(0, 1)] if ndim == 2 else [(0, 1), (0, 2), (1, 2)]
-    out = torch.eye(ndim, dtype=angles.dtype, device=angles.device)
-    for angle, (i, j) in zip(angles, planes):
-        c, s = torch.cos(angle), torch.sin(angle)
-        plane = torch.eye(ndim, dtype=angles.dtype, device=angles.device)
-        plane = plane.index_put((torch.tensor([i, i, j, j]), torch.tensor([i, j, i, j])),
-                                torch.stack([c, -s, s, c]))
-        out = out @ plane
-    return out
-
-
 def rigid_theta(params: torch.Tensor, half_extent: torch.Tensor) -> torch.Tensor:
     """Normalised ``theta (1, ndim, ndim + 1)`` of a rigid motion in physical space.
 
@@ -269,7 +253,7 @@ def rigid_theta(params: torch.Tensor, half_extent: torch.Tensor) -> torch.Tensor
     """
     ndim = half_extent.numel()
     n_angles = 1 if ndim == 2 else 3
-    rotation = rotation_matrix(params[:n_angles], ndim)
+    rotation = spatial.rotation_matrix(params[:n_angles], ndim)
     linear = rotation * half_extent[None, :] / half_extent[:, None]
     return torch.cat([linear, params[n_angles:, None]], dim=1)[None]
 

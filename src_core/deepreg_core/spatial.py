@@ -274,6 +274,30 @@ def warp_affine(image: torch.Tensor, matrix: torch.Tensor, *, mode: str = "linea
     return resample(image, matrix, tuple(image.shape[2:]), mode=mode, padding=padding)
 
 
+def rotation_matrix(angles: torch.Tensor, ndim: int) -> torch.Tensor:
+    """A rotation ``(ndim, ndim)`` from 1 (2D) or 3 (3D) angles in radians (differentiable).
+
+    In 3D the rotations in the planes of axes (0, 1), (0, 2) and (1, 2) are composed in that
+    order (the synthetic affines and the rigid refinement share this convention).
+
+    Examples
+    --------
+    >>> (rotation_matrix(torch.tensor([torch.pi / 2]), 2).round() + 0.0).tolist()
+    [[0.0, -1.0], [1.0, 0.0]]
+    """
+    planes = [(0, 1)] if ndim == 2 else [(0, 1), (0, 2), (1, 2)]
+    if angles.numel() != len(planes):
+        raise ValueError(f"angles: expected {len(planes)} for {ndim}D, got {angles.numel()}.")
+    out = torch.eye(ndim, dtype=angles.dtype, device=angles.device)
+    for angle, (i, j) in zip(angles, planes):
+        c, s = torch.cos(angle), torch.sin(angle)
+        plane = torch.eye(ndim, dtype=angles.dtype, device=angles.device)
+        plane = plane.index_put((torch.tensor([i, i, j, j]), torch.tensor([i, j, i, j])),
+                                torch.stack([c, -s, s, c]))
+        out = out @ plane
+    return out
+
+
 def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Compose two displacements: ``second + warp(first, second)`` (border padding).
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from deepreg_core.spatial import rotation_matrix
 from deepreg_core.synth._common import (
     GeneratorLike,
     as_generator,
@@ -117,13 +118,10 @@ def make_affine(params: AffineParams, shape: Sequence[int]) -> torch.Tensor:
                 f"params.{name}: expected {size} values for a {ndim}D shape {shape}, got "
                 f"{len(getattr(params, name))}."
             )
-    rotation = torch.eye(ndim, dtype=torch.float64)
+    radians = torch.tensor([math.radians(a) for a in params.rotation], dtype=torch.float64)
+    rotation = rotation_matrix(radians, ndim)
     shear = torch.eye(ndim, dtype=torch.float64)
-    for (i, j), angle, s in zip(planes, params.rotation, params.shear):
-        c, si = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-        plane = torch.eye(ndim, dtype=torch.float64)
-        plane[i, i], plane[i, j], plane[j, i], plane[j, j] = c, -si, si, c
-        rotation = rotation @ plane
+    for (i, j), s in zip(planes, params.shear):
         shear[i, j] = s
     linear = rotation @ torch.diag(torch.tensor(params.scale, dtype=torch.float64)) @ shear
     centre = (torch.tensor(shape, dtype=torch.float64) - 1) / 2
