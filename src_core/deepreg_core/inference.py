@@ -445,7 +445,8 @@ def register_iter(
         u = u_affine = refined.displacement
         affine = refined.affine.numpy()
         step += sum(level.steps for level in pre_affine)
-    ran = yield from _run_networks(stages, f, m, (u, affine, u_affine), step, total, stop)
+    ran = yield from _run_networks(stages, f, m, (u, affine, u_affine), step, total, stop,
+                                   tuple(fixed.spacing))
     if ran is None:
         yield Stopped(step=step, checkpoint=None)
         return
@@ -536,11 +537,12 @@ def _prepare(fixed: Image, moving: Image,
 
 def _run_networks(stages: list[LoadedModel], f: torch.Tensor, m: torch.Tensor,
                   state: tuple[torch.Tensor, np.ndarray | None, torch.Tensor | None], step: int,
-                  total: int, stop: StopToken):
+                  total: int, stop: StopToken, spacing: Sequence[float] | None = None):
     """Run each network on the pair as the transform so far leaves it, composing the fields.
 
     ``state`` is ``(u, affine, u_affine)``; returns the new state and step, or None when
-    stopped. Each network sees the pair on its working grid (its spec), normalised.
+    stopped. Each network sees the pair on its working grid (its spec), normalised; an affine
+    network with ``spacing`` known sees it in the physical frame of :func:`_physical_frame`.
     """
     from deepreg_core import spatial
 
@@ -553,10 +555,18 @@ def _run_networks(stages: list[LoadedModel], f: torch.Tensor, m: torch.Tensor,
         work = stage.working_shape(shape)
         with torch.no_grad():
             moved = spatial.warp(m, u, padding="zeros") if bool(u.any()) else m
-            out = net(resize_image(f, work), resize_image(moved, work))
-            u_stage = spatial.resize_displacement(out.displacement, shape)
-        if getattr(out, "affine", None) is not None:
-            affine = _rescale_affine(out.affine[0].detach().cpu().double().numpy(), work, shape)
+            if stage.spec.is_affine and spacing is not None:
+                frame = _physical_frame(shape, spacing, work)
+                out = net(_in_frame(f, frame, work), _in_frame(moved, frame, work))
+                affine = frame @ out.affine[0].cpu().double().numpy() @ np.linalg.inv(frame)
+                u_stage = spatial.affine_to_displacement(
+                    torch.from_numpy(affine[None]).to(f.dtype).to(f.device), shape)
+            else:
+                out = net(resize_image(f, work), resize_image(moved, work))
+                u_stage = spatial.resize_displacement(out.displacement, shape)
+                if getattr(out, "affine", None) is not None:
+                    affine = _rescale_affine(out.affine[0].detach().cpu().double().numpy(), work,
+                                             shape)
         u = spatial.compose(u, u_stage) if bool(u.any()) else u_stage
         if stage.spec.is_affine and u_affine is None:
             u_affine = u
@@ -751,6 +761,36 @@ def register(fixed: Image, moving: Image, **kwargs) -> RegistrationResult:
 
 # --------------------------------------------------------------------------------------------
 # pieces
+
+
+def _physical_frame(shape: Sequence[int], spacing: Sequence[float],
+                    work: Sequence[int]) -> np.ndarray:
+    """Work-grid voxel -> fixed voxel: the work grid made isotropic in millimetres, centred.
+
+    The box has the work grid's shape and holds the fixed field of view (its longest side, in
+    units of the work grid, sets the voxel size; the other axes are padded), so an affine
+    network sees anatomy with its true proportions whatever the scan's voxel size and field of
+    view, as it saw the template in training, instead of a field of view stretched to its grid.
+    """
+    ndim = len(shape)
+    extent = [(n - 1) * float(s) for n, s in zip(shape, spacing)]
+    mm = max(e / max(w - 1, 1) for e, w in zip(extent, work))
+    frame = np.eye(ndim + 1)
+    for i in range(ndim):
+        frame[i, i] = mm / float(spacing[i])
+        frame[i, ndim] = (shape[i] - 1) / 2 - (work[i] - 1) / 2 * frame[i, i]
+    return frame
+
+
+def _in_frame(image: torch.Tensor, frame: np.ndarray, work: Sequence[int]) -> torch.Tensor:
+    """``image`` sampled on the work grid of ``frame`` (anti-aliased like ``resize_image``)."""
+    from deepreg_core import spatial
+    from deepreg_core.preprocess import _gaussian_blur
+
+    factors = np.diag(frame)[:-1]
+    image = _gaussian_blur(image, [max(float(f) - 1, 0.0) / 2 for f in factors])
+    matrix = torch.from_numpy(frame).to(image.dtype).to(image.device)
+    return spatial.resample(image, matrix, tuple(work), padding="zeros")
 
 
 def _rescale_affine(matrix: np.ndarray, work: Sequence[int], shape: Sequence[int]) -> np.ndarray:

@@ -33,6 +33,7 @@ from deepreg_core.synth import (
     mni_pair,
     random_affine,
     random_crop,
+    random_field_of_view,
     random_label_map,
     random_velocity,
     render_labels,
@@ -311,6 +312,20 @@ def test_random_crop_translation_is_rescaled_into_the_new_voxels_and_bad_fractio
     for bad in (0.0, 1.5, -1):
         with pytest.raises(ValueError, match="min_fraction"):
             random_crop(pair, 0, bad)
+
+
+def test_random_field_of_view_blanks_one_box_in_both_images_and_keeps_the_truth():
+    pair = synthetic_pair((40, 36), 2, affine=True, max_noise=0.0)
+    cut = random_field_of_view(pair, 7, 0.3)
+    assert torch.equal(cut.displacement, pair.displacement)
+    kept = cut.fixed != 0
+    rows, cols = kept[0, 0].any(dim=1), kept[0, 0].any(dim=0)
+    box = kept[0, 0][rows][:, cols]
+    assert bool(box.all()) or float(box.float().mean()) > 0.95  # one rectangle, not scattered
+    assert int(rows.sum()) < 40 or int(cols.sum()) < 36  # something was blanked
+    assert torch.equal(cut.moving != 0, kept & (pair.moving != 0))  # the same box
+    assert torch.equal(cut.fixed_labels[~kept], torch.zeros_like(cut.fixed_labels[~kept]))
+    assert random_field_of_view(pair, 7, 1.0) is pair
 
 
 def test_mni_pair_pose_moves_the_fixed_image_and_keeps_the_ground_truth():

@@ -149,3 +149,57 @@ def test_model_of_the_wrong_dimensionality_is_refused(model_folder):
     volume = Image.from_array(np.random.default_rng(0).random((16, 16, 16), np.float32))
     with pytest.raises(ValueError, match="registers 2D images but the pair is 3D"):
         register(volume, volume, model=str(model_folder))
+
+
+# ----------------------------------------------------------------------------- physical frame
+
+
+def test_affine_networks_see_the_scan_in_its_true_proportions():
+    """A slab scan (anisotropic voxels, 12 slices) is padded into an isotropic frame: a ball in
+    millimetres stays a ball on the network's grid instead of being stretched to fill it."""
+    from deepreg_core.inference import _in_frame, _physical_frame
+
+    shape, spacing, work = (60, 50, 12), (1.0, 1.2, 2.0), (32, 32, 32)
+    frame = _physical_frame(shape, spacing, work)
+    mm = np.diag(frame)[:3] * np.asarray(spacing)
+    np.testing.assert_allclose(mm, mm[0])  # isotropic work voxels
+    corners = np.array([[i, j, k, 1.0] for i in (0, 31) for j in (0, 31) for k in (0, 31)])
+    inside = (np.linalg.inv(frame) @ np.array([[0, 0, 0, 1.0], [59, 49, 11, 1.0]]).T)[:3]
+    assert (inside >= -1e-9).all() and (inside <= 31 + 1e-9).all()  # the whole scan fits
+    assert (frame @ corners.T)[2].min() < 0  # and the short axis is padded, not stretched
+    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)],
+                                indexing="ij"))
+    centre = np.array([30.0, 30.0, 11.0])  # mm
+    ball = (np.linalg.norm(grid - centre[:, None, None, None], axis=0) < 9.0).astype(np.float32)
+    seen = _in_frame(torch.from_numpy(ball)[None, None], frame, work)[0, 0].numpy() > 0.5
+    extents = [np.ptp(np.nonzero(seen)[a]) + 1 for a in range(3)]
+    assert max(extents) - min(extents) <= 2, extents  # round in the frame (2 mm slices)
+    stretched = torch.nn.functional.interpolate(torch.from_numpy(ball)[None, None], size=work,
+                                                mode="trilinear")[0, 0].numpy() > 0.5
+    squashed = [np.ptp(np.nonzero(stretched)[a]) + 1 for a in range(3)]
+    assert max(squashed) > 2 * min(squashed), squashed  # what a plain resize would show
+
+
+def test_an_affine_found_in_the_frame_is_the_same_motion_on_the_scan():
+    """Conjugating by the frame is exact: warping on the frame then sampling equals sampling the
+    scan warped by the converted matrix."""
+    from deepreg_core import spatial
+    from deepreg_core.inference import _in_frame, _physical_frame
+
+    shape, spacing, work = (40, 36, 20), (1.0, 1.0, 2.0), (24, 24, 24)
+    g = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.avg_pool3d(torch.rand(1, 1, *shape, generator=g), 5, 1, 2)
+    frame = _physical_frame(shape, spacing, work)
+    motion = np.eye(4)
+    motion[:3, :3] = synth.random_affine(work, 3, rotation=10, scale=0.05, shear=0.0,
+                                         translation=0.0)[:3, :3].numpy()
+    motion[:3, 3] = [1.5, -1.0, 0.5]
+    on_scan = frame @ motion @ np.linalg.inv(frame)
+    left = spatial.warp_affine(_in_frame(image, frame, work),
+                               torch.from_numpy(motion).float())
+    right = _in_frame(spatial.warp_affine(image, torch.from_numpy(on_scan).float()), frame, work)
+    wrong = _in_frame(spatial.warp_affine(image, torch.from_numpy(motion).float()), frame, work)
+    inner = (slice(None), slice(None), *[slice(6, -6)] * 3)
+    error = float((left - right)[inner].abs().mean())
+    assert error < 0.1 * float(image.std())  # two interpolations apart
+    assert error < 0.3 * float((left - wrong)[inner].abs().mean())  # the matrix unconverted

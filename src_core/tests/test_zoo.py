@@ -37,8 +37,8 @@ def test_model_matches_its_name_and_keeps_an_identical_pair_still(name):
         out = model(image, image)
     magnitude = out.displacement.norm(dim=1).mean().item()
     assert magnitude < 0.5, f"{name}: an identical pair moved by {magnitude:.3f} voxels"
-    if cfg.model.kind == "affine":
-        np.testing.assert_allclose(out.affine[0].numpy(), np.eye(len(shape) + 1), atol=0.05)
+    if cfg.model.kind == "affine":  # symmetric (sqrt(A_fm A_mf^-1)): the identity, to rounding
+        np.testing.assert_allclose(out.affine[0].numpy(), np.eye(len(shape) + 1), atol=1e-3)
 
 
 def test_register_by_kind_picks_the_zoo_model_for_the_dimensionality():

@@ -37,7 +37,12 @@ from deepreg_core.synth.contrast import (
     tissue_image,
 )
 from deepreg_core.synth.mni import MNI_RESOLUTIONS, mni_pair, random_mni_slice
-from deepreg_core.synth.pairs import SyntheticPair, random_crop, synthetic_pair
+from deepreg_core.synth.pairs import (
+    SyntheticPair,
+    random_crop,
+    random_field_of_view,
+    synthetic_pair,
+)
 from deepreg_core.synth.transforms import (
     AffineParams,
     make_affine,
@@ -58,6 +63,7 @@ __all__ = [
     "mni_pair",
     "random_affine",
     "random_crop",
+    "random_field_of_view",
     "random_label_map",
     "random_mni_slice",
     "random_velocity",

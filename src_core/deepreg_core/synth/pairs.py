@@ -194,3 +194,36 @@ def random_crop(pair: SyntheticPair, generator: GeneratorLike, min_fraction: flo
     return SyntheticPair(image(pair.fixed), image(pair.moving), labels(pair.fixed_labels),
                          labels(pair.moving_labels),
                          resize_displacement(pair.displacement[cut], shape))
+
+
+def random_field_of_view(pair: SyntheticPair, generator: GeneratorLike,
+                         min_fraction: float) -> SyntheticPair:
+    """Blank both images (and labels) outside one random box: a partial field of view.
+
+    Each axis keeps a random ``min_fraction .. 1`` of its extent at a random offset, so a scan
+    that covers a slab of the head (a few slices, a cropped acquisition) is in the training
+    distribution. The box lies on the fixed grid, where inference resamples the moving image
+    too, so the moving image is blanked by the same box; the ground truth is unchanged.
+
+    Examples
+    --------
+    >>> pair = synthetic_pair((32, 32), generator=0)
+    >>> cut = random_field_of_view(pair, 1, 0.3)
+    >>> bool((cut.fixed == 0).any()), torch.equal(cut.displacement, pair.displacement)
+    (True, True)
+    """
+    if not 0.0 < float(min_fraction) <= 1.0:
+        raise ValueError(f"min_fraction: expected a number in (0, 1], got {min_fraction!r}.")
+    if min_fraction == 1.0:
+        return pair
+    g = as_generator(generator)
+    shape = tuple(pair.fixed.shape[2:])
+    mask = torch.zeros((1, 1, *shape), dtype=torch.bool)
+    box = []
+    for n in shape:
+        size = max(2, int(round(n * float(uniform(g, float(min_fraction), 1.0)))))
+        start = int(torch.randint(0, n - size + 1, (1,), generator=g))
+        box.append(slice(start, start + size))
+    mask[(slice(None), slice(None), *box)] = True
+    return SyntheticPair(pair.fixed * mask, pair.moving * mask, pair.fixed_labels * mask,
+                         pair.moving_labels * mask, pair.displacement, pair.affine, pair.velocity)

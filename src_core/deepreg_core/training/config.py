@@ -123,6 +123,10 @@ class DataConfig(BaseModel):
         Random pairs: cut the same random box (each axis ``crop .. 1`` of its extent) from both
         images, labels and field and resize it back to ``shape``: partial fields of view and other
         voxel aspect ratios, ground truth kept exact. 1 (default) never crops.
+    fov : float
+        Random pairs: half of them are blanked outside one random box (each axis ``fov .. 1``
+        of its extent), the same box in both images: partial fields of view (a slab of slices)
+        as inference presents them, padded rather than stretched. 1 (default) never blanks.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -151,6 +155,7 @@ class DataConfig(BaseModel):
     max_noise: float = Field(0.05, ge=0.0, le=1.0)
     pose: bool = False
     crop: float = Field(1.0, gt=0.0, le=1.0)
+    fov: float = Field(1.0, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _paths_present(self) -> DataConfig:

@@ -25,7 +25,13 @@ import numpy as np
 import torch
 
 from deepreg_core.preprocess import network_input, resize_labels
-from deepreg_core.synth import SyntheticPair, mni_pair, random_crop, synthetic_pair
+from deepreg_core.synth import (
+    SyntheticPair,
+    mni_pair,
+    random_crop,
+    random_field_of_view,
+    synthetic_pair,
+)
 from deepreg_core.training.config import DataConfig
 
 TRAIN_STREAM, VALIDATION_STREAM = 0, 1
@@ -124,11 +130,15 @@ class SyntheticPairs(PairDataset):
 
     def _cropped(self, stream: int, step: int, index: int) -> SyntheticPair:
         pair = self._draw(stream, step, index)
-        if self.config.crop >= 1.0:
-            return pair
-        # its own stream, so the pairs themselves are the ones drawn without cropping
-        g = torch.Generator().manual_seed(pair_seed(self.seed, stream + 4, step, index))
-        return random_crop(pair, g, self.config.crop)
+        if self.config.crop < 1.0:
+            # its own stream, so the pairs themselves are the ones drawn without cropping
+            g = torch.Generator().manual_seed(pair_seed(self.seed, stream + 4, step, index))
+            pair = random_crop(pair, g, self.config.crop)
+        if self.config.fov < 1.0:
+            g = torch.Generator().manual_seed(pair_seed(self.seed, stream + 6, step, index))
+            if float(torch.rand(1, generator=g)) < 0.5:  # half the pairs keep the whole view
+                pair = random_field_of_view(pair, g, self.config.fov)
+        return pair
 
     def pair(self, step: int, index: int) -> SyntheticPair:
         return self._cropped(TRAIN_STREAM, step, index)
