@@ -155,6 +155,16 @@ def synthetic_pair(
     return SyntheticPair(fixed, moving, source, moving_labels, forward, matrix, velocity)
 
 
+def _random_box(shape: tuple[int, ...], g: torch.Generator, min_fraction: float) -> list[slice]:
+    """Per axis a random extent of ``min_fraction .. 1`` of its voxels at a random offset."""
+    box = []
+    for n in shape:
+        size = max(2, int(round(n * float(uniform(g, min_fraction, 1.0)))))
+        start = int(torch.randint(0, n - size + 1, (1,), generator=g))
+        box.append(slice(start, start + size))
+    return box
+
+
 def random_crop(pair: SyntheticPair, generator: GeneratorLike, min_fraction: float) -> SyntheticPair:
     """The same random box cut from every part of ``pair`` and resized back to its shape.
 
@@ -175,13 +185,8 @@ def random_crop(pair: SyntheticPair, generator: GeneratorLike, min_fraction: flo
         raise ValueError(f"min_fraction: expected a number in (0, 1], got {min_fraction!r}.")
     if min_fraction == 1.0:
         return pair
-    g = as_generator(generator)
     shape = tuple(pair.fixed.shape[2:])
-    box = []
-    for n in shape:
-        size = max(2, int(round(n * float(uniform(g, float(min_fraction), 1.0)))))
-        start = int(torch.randint(0, n - size + 1, (1,), generator=g))
-        box.append(slice(start, start + size))
+    box = _random_box(shape, as_generator(generator), float(min_fraction))
     cut = (slice(None), slice(None), *box)
 
     def image(x: torch.Tensor) -> torch.Tensor:
@@ -216,14 +221,9 @@ def random_field_of_view(pair: SyntheticPair, generator: GeneratorLike,
         raise ValueError(f"min_fraction: expected a number in (0, 1], got {min_fraction!r}.")
     if min_fraction == 1.0:
         return pair
-    g = as_generator(generator)
     shape = tuple(pair.fixed.shape[2:])
+    box = _random_box(shape, as_generator(generator), float(min_fraction))
     mask = torch.zeros((1, 1, *shape), dtype=torch.bool)
-    box = []
-    for n in shape:
-        size = max(2, int(round(n * float(uniform(g, float(min_fraction), 1.0)))))
-        start = int(torch.randint(0, n - size + 1, (1,), generator=g))
-        box.append(slice(start, start + size))
     mask[(slice(None), slice(None), *box)] = True
     return SyntheticPair(pair.fixed * mask, pair.moving * mask, pair.fixed_labels * mask,
                          pair.moving_labels * mask, pair.displacement, pair.affine, pair.velocity)
