@@ -193,7 +193,7 @@ def test_normalized_voxel_round_trip(shape: tuple[int, ...]) -> None:
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_symmetric_affine_is_identity_for_an_identical_pair_and_inverts_when_swapped(ndim):
     torch.manual_seed(1)
-    model = build_model(tiny("affine", ndim)).eval()
+    model = build_model(tiny("affine", ndim, pass_guard=False)).eval()
     with torch.no_grad():  # a head that predicts a clear non-identity transform
         model.head.linear.weight.normal_(0, 0.05)
     fixed, moving = pair(SHAPES[ndim])
@@ -209,7 +209,7 @@ def test_symmetric_affine_is_identity_for_an_identical_pair_and_inverts_when_swa
 
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_affine_passes_compose_estimates_in_evaluation_and_train_one_pass(ndim: int) -> None:
-    model = build_model(tiny("affine", ndim, symmetric=False, passes=3))
+    model = build_model(tiny("affine", ndim, symmetric=False, passes=3, pass_guard=False))
     step = torch.eye(ndim, ndim + 1)
     step[0, 1], step[1, ndim] = 0.1, -0.05  # a shear and a shift, whatever the input
     with torch.no_grad():
@@ -228,9 +228,28 @@ def test_affine_passes_compose_estimates_in_evaluation_and_train_one_pass(ndim: 
         build_model(tiny("affine", ndim, passes=0))
 
 
+@pytest.mark.parametrize("sign, kept", [(1.0, True), (-1.0, False)])
+def test_affine_pass_guard_keeps_only_passes_that_improve_the_match(sign: float,
+                                                                     kept: bool) -> None:
+    # fixed: a blob at the centre; moving: the same blob 4 voxels down axis 0. A head that
+    # always answers "shift by +4" (the truth) is kept, and applied once only (a second +4
+    # would make the match worse); one that answers "-4" is refused: the identity stands.
+    model = build_model(tiny("affine", 2, symmetric=False, passes=3)).eval()
+    shift = sign * 4.0 * 2 / 31  # voxels -> normalised coordinates on 32 voxels
+    with torch.no_grad():
+        model.head.linear.bias.copy_(torch.tensor([0.0, 0.0, shift, 0.0, 0.0, 0.0]))
+    fixed, moving = blob((32, 32), (15.5, 15.5), 3.0), blob((32, 32), (19.5, 15.5), 3.0)
+    with torch.no_grad():
+        affine = model(fixed, moving).affine[0]
+    expected = torch.eye(3)
+    if kept:
+        expected[0, 2] = 4.0
+    torch.testing.assert_close(affine, expected, atol=1e-4, rtol=0)
+
+
 def test_symmetric_affine_with_passes_stays_identity_for_an_identical_pair() -> None:
     torch.manual_seed(2)
-    model = build_model(tiny("affine", 3, passes=3)).eval()
+    model = build_model(tiny("affine", 3, passes=3, pass_guard=False)).eval()
     with torch.no_grad():
         model.head.linear.weight.normal_(0, 0.05)
     fixed, moving = pair(SHAPES[3])
@@ -276,7 +295,7 @@ def test_centroid_head_points_follow_a_shifted_peak() -> None:
 def test_centroid_affine_net_identity_inverse_and_passes() -> None:
     torch.manual_seed(3)
     model = build_model(tiny("affine", 2, affine_head="centroids", affine_features=[4, 8],
-                             keypoints=6, passes=2)).eval()
+                             keypoints=6, passes=2, pass_guard=False)).eval()
     fixed, moving = pair(SHAPES[2])
     with torch.no_grad():
         same = model(fixed, fixed).affine[0]

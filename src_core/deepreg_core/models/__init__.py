@@ -83,7 +83,7 @@ def _affine(config: ModelConfig) -> AffineNet:
         )
         head = AffineHead(config.ndim, encoder.out_channels)
     return AffineNet(encoder, head, config.working_scale, symmetric=config.symmetric,
-                     passes=config.passes)
+                     passes=config.passes, guard=config.pass_guard)
 
 
 def _deformable(config: ModelConfig, in_channels: int, scale: float) -> DeformableNet:

@@ -56,6 +56,10 @@ class ModelConfig(BaseModel):
     affine_features : list of int
         ``"affine"``: widths of the strided-convolution encoder (regression head: each level
         halves the size) or of the feature UNet (centroid head).
+    pass_guard : bool
+        Affine, inference: keep each pass only if it raises the pair's mutual information on the
+        working grid, starting from the identity (the network never returns a worse match than
+        the unregistered pair by that measure).
     affine_head : {"regression", "centroids"}
         ``"affine"``: regress the matrix from both images at once, or fit it to matched keypoint
         centroids of each image (equivariant by construction; see :class:`CentroidHead`).
@@ -104,6 +108,7 @@ class ModelConfig(BaseModel):
     symmetric: bool = True
     passes: int = Field(1, ge=1, le=8)
     affine_head: Literal["regression", "centroids"] = "regression"
+    pass_guard: bool = True
     keypoints: int = Field(32, ge=4, le=1024)
 
     @model_validator(mode="after")

@@ -169,6 +169,9 @@ class AffineNet(nn.Module):
     passes : int
         Evaluation mode applies the estimate this many times, each on the moving image resampled
         by the transform so far, composing the results; training uses one pass.
+    guard : bool
+        Evaluation mode keeps a pass only if it raises the pair's mutual information on the
+        working grid (from the identity on): never a worse match than the input by that measure.
 
     Examples
     --------
@@ -182,7 +185,7 @@ class AffineNet(nn.Module):
     config: ModelConfig | None = None
 
     def __init__(self, encoder: nn.Module, head: nn.Module, working_scale: float = 1.0, *,
-                 symmetric: bool = False, passes: int = 1) -> None:
+                 symmetric: bool = False, passes: int = 1, guard: bool = False) -> None:
         super().__init__()
         working_shape((4,), working_scale)  # validates the scale
         if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
@@ -192,12 +195,46 @@ class AffineNet(nn.Module):
         self.working_scale = working_scale
         self.symmetric = symmetric
         self.passes = passes
+        self.guard = guard
         self.ndim = encoder.ndim
         self.centroids = isinstance(head, CentroidHead)
         self.in_channels = encoder.in_channels if self.centroids else encoder.in_channels // 2
 
     def _points(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head.points(self.encoder(image))
+
+    def _cascade(self, fixed: torch.Tensor, moving: torch.Tensor,
+                 fixed_points: tuple[torch.Tensor, torch.Tensor] | None,
+                 work: tuple[int, ...]) -> torch.Tensor:
+        """``passes`` estimates, each on the moving image as the transform so far leaves it.
+
+        With ``guard``, a pass is kept (per pair) only if it raises the mutual information of
+        the pair on the working grid, starting from the identity: the network's result then
+        never matches worse than the unregistered pair by that measure.
+        """
+        from deepreg_core.losses import mutual_information
+
+        def score(moved: torch.Tensor) -> torch.Tensor:
+            return torch.stack([mutual_information(fixed[i:i + 1], moved[i:i + 1])
+                                for i in range(fixed.shape[0])])
+
+        batch = fixed.shape[0]
+        theta = torch.eye(self.ndim + 1, dtype=fixed.dtype, device=fixed.device).repeat(batch, 1,
+                                                                                        1)
+        moved = moving
+        best = score(moving) if self.guard else None
+        for _ in range(self.passes):
+            proposal = theta @ self._theta(fixed, moved, fixed_points)
+            candidate = warp_affine(moving, normalized_to_voxel_affine(proposal, work))
+            if best is None:
+                theta, moved = proposal, candidate
+                continue
+            value = score(candidate)
+            better = value > best
+            theta = torch.where(better.view(-1, 1, 1), proposal, theta)
+            moved = torch.where(better.view(-1, *[1] * (moving.dim() - 1)), candidate, moved)
+            best = torch.where(better, value, best)
+        return theta
 
     def _theta(self, fixed: torch.Tensor, moving: torch.Tensor,
                fixed_points: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -225,11 +262,10 @@ class AffineNet(nn.Module):
         work = working_shape(shape, self.working_scale)
         fixed_work, moving_work = resize_image(fixed, work), resize_image(moving, work)
         fixed_points = self._points(fixed_work) if self.centroids else None
-        theta = self._theta(fixed_work, moving_work, fixed_points)
-        for _ in range(0 if self.training else self.passes - 1):
-            # the moving image through the estimate so far; the next pass estimates the rest
-            moved = warp_affine(moving_work, normalized_to_voxel_affine(theta, work))
-            theta = theta @ self._theta(fixed_work, moved, fixed_points)
+        if self.training:  # one pass, no guard: the loss sees the network's own estimate
+            theta = self._theta(fixed_work, moving_work, fixed_points)
+        else:
+            theta = self._cascade(fixed_work, moving_work, fixed_points, work)
         affine = normalized_to_voxel_affine(theta, shape)
         displacement = affine_to_displacement(affine, shape)
         return RegistrationOutput(
