@@ -73,7 +73,9 @@ def card_text(name: str, ckpt: Path, old_card: str, recipe: str | None = None) -
         "; the fixed image posed at random too (and recontrasted half of the time), so the "
         "template's own position is no cue" if d.pose else "",
         f"; the same random box (each axis {d.crop:g}..1 of its extent) cut from both images "
-        "and resized back (partial fields of view, other voxel aspect ratios)" if d.crop < 1 else "",
+        "and resized back (other voxel aspect ratios)" if d.crop < 1 else "",
+        f"; half the pairs blanked outside a random box (each axis {d.fov:g}..1: partial fields of "
+        "view, slabs of slices)" if d.fov < 1 else "",
     ])
     architecture = ""
     if m.kind == "affine":
@@ -87,7 +89,13 @@ def card_text(name: str, ckpt: Path, old_card: str, recipe: str | None = None) -
             "; symmetric (`sqrt(A_fm A_mf^-1)`: an identical pair gives the identity, swapped "
             "inputs the inverse)" if m.symmetric else "") + (
             f"; at inference the estimate is applied {m.passes} times, each pass on the moving "
-            "image resampled by the transform so far" if m.passes > 1 else "") + "."
+            "image resampled by the transform so far" if m.passes > 1 else "") + (
+            "; a pass is kept only if it raises the pair's mutual information on the working "
+            "grid (from the identity on), so a pair the network cannot handle comes back "
+            "unregistered rather than worse" if m.pass_guard else "") + (
+            ". Inference resamples the pair onto an isotropic millimetre grid of the working "
+            "grid's shape, padded, not stretched (true proportions for slabs and anisotropic "
+            "voxels).")
     return f"""# {name}
 
 **Kind**: {m.kind}, {m.ndim}D{', diffeomorphic (scaling and squaring, ' + str(m.integration_steps) + ' steps)' if m.diffeomorphic and m.kind != 'affine' else ''}.
