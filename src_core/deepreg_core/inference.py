@@ -785,10 +785,10 @@ def _physical_frame(shape: Sequence[int], spacing: Sequence[float],
 def _in_frame(image: torch.Tensor, frame: np.ndarray, work: Sequence[int]) -> torch.Tensor:
     """``image`` sampled on the work grid of ``frame`` (anti-aliased like ``resize_image``)."""
     from deepreg_core import spatial
-    from deepreg_core.preprocess import _gaussian_blur
+    from deepreg_core.preprocess import antialias
 
     factors = np.diag(frame)[:-1]
-    image = _gaussian_blur(image, [max(float(f) - 1, 0.0) / 2 for f in factors])
+    image = antialias(image, factors)
     matrix = torch.from_numpy(frame).to(image.dtype).to(image.device)
     return spatial.resample(image, matrix, tuple(work), padding="zeros")
 

@@ -111,6 +111,15 @@ def _gaussian_blur(x: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
     return x
 
 
+def antialias(image: torch.Tensor, factors: Sequence[float]) -> torch.Tensor:
+    """Blur ``(B, C, *spatial)`` before sampling it ``factors`` times coarser per axis.
+
+    A Gaussian of ``sigma = (factor - 1) / 2`` voxels (scikit-image's rule); axes sampled at the
+    same or a finer step are left alone.
+    """
+    return _gaussian_blur(image, [max(float(f) - 1.0, 0.0) / 2 for f in factors])
+
+
 def resize_image(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """Resize ``(B, C, *spatial)`` to ``shape`` over the same extent (``align_corners=True``).
 
@@ -127,7 +136,7 @@ def resize_image(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     if tuple(image.shape[2:]) == shape:
         return image
     factors = [(n_in - 1) / max(n_out - 1, 1) for n_in, n_out in zip(image.shape[2:], shape)]
-    image = _gaussian_blur(image, [(f - 1) / 2 for f in factors])
+    image = antialias(image, factors)
     mode = "bilinear" if image.dim() == 4 else "trilinear"
     return F.interpolate(image, size=shape, mode=mode, align_corners=True)
 
