@@ -787,7 +787,7 @@ def _in_frame(image: torch.Tensor, frame: np.ndarray, work: Sequence[int]) -> to
     from deepreg_core import spatial
     from deepreg_core.preprocess import antialias
 
-    factors = np.diag(frame)[:-1]
+    factors = [float(f) for f in np.diag(frame)[:-1]]
     image = antialias(image, factors)
     matrix = torch.from_numpy(frame).to(image.dtype).to(image.device)
     return spatial.resample(image, matrix, tuple(work), padding="zeros")
