@@ -7,9 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from deepreg_core.preprocess import resize_labels
+from deepreg_core.preprocess import resize_image, resize_labels
 from deepreg_core.spatial import (
     affine_to_displacement,
     compose,
@@ -155,11 +154,18 @@ def synthetic_pair(
     return SyntheticPair(fixed, moving, source, moving_labels, forward, matrix, velocity)
 
 
-def _random_box(shape: tuple[int, ...], g: torch.Generator, min_fraction: float) -> list[slice]:
-    """Per axis a random extent of ``min_fraction .. 1`` of its voxels at a random offset."""
+def _random_box(pair: SyntheticPair, generator: GeneratorLike,
+                min_fraction: float) -> list[slice] | None:
+    """Per axis a random extent of ``min_fraction .. 1`` of its voxels at a random offset
+    (None for ``min_fraction=1``: the whole grid)."""
+    if not 0.0 < float(min_fraction) <= 1.0:
+        raise ValueError(f"min_fraction: expected a number in (0, 1], got {min_fraction!r}.")
+    if min_fraction == 1.0:
+        return None
+    g = as_generator(generator)
     box = []
-    for n in shape:
-        size = max(2, int(round(n * float(uniform(g, min_fraction, 1.0)))))
+    for n in pair.fixed.shape[2:]:
+        size = max(2, int(round(n * float(uniform(g, float(min_fraction), 1.0)))))
         start = int(torch.randint(0, n - size + 1, (1,), generator=g))
         box.append(slice(start, start + size))
     return box
@@ -181,17 +187,14 @@ def random_crop(pair: SyntheticPair, generator: GeneratorLike, min_fraction: flo
     >>> random_crop(pair, 1, 0.5).fixed.shape
     torch.Size([1, 1, 32, 32])
     """
-    if not 0.0 < float(min_fraction) <= 1.0:
-        raise ValueError(f"min_fraction: expected a number in (0, 1], got {min_fraction!r}.")
-    if min_fraction == 1.0:
+    box = _random_box(pair, generator, min_fraction)
+    if box is None:
         return pair
     shape = tuple(pair.fixed.shape[2:])
-    box = _random_box(shape, as_generator(generator), float(min_fraction))
     cut = (slice(None), slice(None), *box)
 
     def image(x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x[cut], size=shape, mode="bilinear" if len(shape) == 2 else
-                             "trilinear", align_corners=True)
+        return resize_image(x[cut], shape)  # up-sampling: no blur, linear, align_corners
 
     def labels(x: torch.Tensor) -> torch.Tensor:
         return resize_labels(x[cut], shape)
@@ -217,13 +220,10 @@ def random_field_of_view(pair: SyntheticPair, generator: GeneratorLike,
     >>> bool((cut.fixed == 0).any()), torch.equal(cut.displacement, pair.displacement)
     (True, True)
     """
-    if not 0.0 < float(min_fraction) <= 1.0:
-        raise ValueError(f"min_fraction: expected a number in (0, 1], got {min_fraction!r}.")
-    if min_fraction == 1.0:
+    box = _random_box(pair, generator, min_fraction)
+    if box is None:
         return pair
-    shape = tuple(pair.fixed.shape[2:])
-    box = _random_box(shape, as_generator(generator), float(min_fraction))
-    mask = torch.zeros((1, 1, *shape), dtype=torch.bool)
+    mask = torch.zeros((1, 1, *pair.fixed.shape[2:]), dtype=torch.bool)
     mask[(slice(None), slice(None), *box)] = True
     return SyntheticPair(pair.fixed * mask, pair.moving * mask, pair.fixed_labels * mask,
                          pair.moving_labels * mask, pair.displacement, pair.affine, pair.velocity)
