@@ -242,17 +242,17 @@ class AffineNet(nn.Module):
         if self.centroids:
             pf = fixed_points if fixed_points is not None else self._points(fixed)
             pm = self._points(moving)
-            theta = homogeneous(self.head.fit(pf, pm), self.ndim, "theta")
-            if self.symmetric:
-                back = homogeneous(self.head.fit(pm, pf), self.ndim, "theta")
-                theta = matrix_sqrt(theta @ torch.linalg.inv(back))
-            return theta
-        x = torch.cat([fixed, moving], dim=1)
-        theta = homogeneous(self.head(self.encoder(x)), self.ndim, "theta")
-        if self.symmetric:  # sqrt(A_fm A_mf^-1): identity for x == y, inverse when swapped
-            back = homogeneous(self.head(self.encoder(x.roll(self.in_channels, dims=1))),
-                               self.ndim, "theta")
-            theta = matrix_sqrt(theta @ torch.linalg.inv(back))
+            forward = self.head.fit(pf, pm)
+            backward = self.head.fit(pm, pf) if self.symmetric else None
+        else:
+            x = torch.cat([fixed, moving], dim=1)
+            forward = self.head(self.encoder(x))
+            backward = (self.head(self.encoder(x.roll(self.in_channels, dims=1)))
+                        if self.symmetric else None)
+        theta = homogeneous(forward, self.ndim, "theta")
+        if backward is not None:  # sqrt(A_fm A_mf^-1): identity for x == y, inverse if swapped
+            theta = matrix_sqrt(theta @ torch.linalg.inv(homogeneous(backward, self.ndim,
+                                                                      "theta")))
         return theta
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> RegistrationOutput:
