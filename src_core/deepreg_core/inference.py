@@ -51,20 +51,27 @@ class Preset:
     fallback : bool
         When the networks' result matches worse than the input, refine from the identity (or the
         affine stage) instead, and keep whichever of the candidates matches best.
+    affine_start : bool
+        With deformable networks only, the refinement's affine levels (run before the networks)
+        run twice: from the identity and from the zoo's affine network's estimate (when that
+        raises the pair's mutual information); the end with the higher mutual information is
+        kept. Large rotations, which the levels from the identity can miss, are the affine
+        network's strength.
     """
 
     refine_steps: int
     tolerance: float | None
     fallback: bool
+    affine_start: bool = False
 
 
 PRESETS: dict[str, Preset] = {
     # network(s) only: one forward pass
     "fast": Preset(refine_steps=0, tolerance=None, fallback=False),
     # the default: networks, then refinement that stops each level when it stops paying
-    "auto": Preset(refine_steps=60, tolerance=2e-3, fallback=True),
+    "auto": Preset(refine_steps=60, tolerance=2e-3, fallback=True, affine_start=True),
     # a larger budget and a stricter plateau test
-    "accurate": Preset(refine_steps=150, tolerance=2e-4, fallback=True),
+    "accurate": Preset(refine_steps=150, tolerance=2e-4, fallback=True, affine_start=True),
 }
 
 
@@ -252,13 +259,15 @@ class RegisterOptions:
     device: str
     seed: int
     start: float
+    affine_start: bool = False
 
     @classmethod
     def build(cls, *, preset: str = "auto", refine_steps: int | None = None,
               tolerance: float | None = None, time_budget: float | None = None,
               refine_affine: bool = True, regularization: float | None = None,
               similarity: str | None = None, qa: bool = True, device: str = "auto",
-              seed: int = 0, start: float | None = None) -> RegisterOptions:
+              seed: int = 0, start: float | None = None,
+              affine_start: bool | None = None) -> RegisterOptions:
         """Validate and resolve the preset's defaults; ValueError says what is wrong."""
         start = time.perf_counter() if start is None else start
         if regularization is not None and not 0 <= float(regularization) <= MAX_REGULARIZATION:
@@ -285,7 +294,8 @@ class RegisterOptions:
                    deadline=None if time_budget is None else start + float(time_budget),
                    refine_affine=bool(refine_affine), regularization=regularization,
                    similarity=similarity, qa=bool(qa), device=device, seed=int(seed),
-                   start=start)
+                   start=start, affine_start=chosen.affine_start if affine_start is None
+                   else bool(affine_start))
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,6 +312,7 @@ def register_iter(
     tolerance: float | None = None,
     time_budget: float | None = None,
     refine_affine: bool = True,
+    affine_start: bool | None = None,
     regularization: float | None = None,
     similarity: str | None = None,
     qa: bool = True,
@@ -344,6 +355,10 @@ def register_iter(
     refine_affine : bool
         Start the refinement with global affine levels (default). Turn it off for pairs that are
         affinely aligned already (e.g. both in a template space).
+    affine_start : bool, optional
+        Overrides the preset's :attr:`Preset.affine_start`: with deformable networks only, the
+        affine levels run from the identity and from the zoo's affine network (``affine-2d``/
+        ``affine-3d``), and the end that matches better (mutual information) is kept.
     regularization : float, optional
         Weight of the diffusion penalty on the refinement's residual velocity (default
         ``optimize.DEFAULT_REGULARIZATION``); larger is smoother.
@@ -389,7 +404,7 @@ def register_iter(
     opts = RegisterOptions.build(
         preset=preset, refine_steps=refine_steps, tolerance=tolerance, time_budget=time_budget,
         refine_affine=refine_affine, regularization=regularization, similarity=similarity, qa=qa,
-        device=device, seed=seed, start=t0)
+        device=device, seed=seed, start=t0, affine_start=affine_start)
     steps, tol, deadline, chosen = opts.steps, opts.tolerance, opts.deadline, opts.chosen
     ndim = fixed.ndim
     dev = resolve_device(device)
@@ -409,7 +424,10 @@ def register_iter(
     pre_affine = [] if affine_only or guide or any(stage.spec.is_affine for stage in stages) \
         else [level for level in levels if level.kind == "affine"]
     post_levels = [level for level in levels if level not in pre_affine]
-    total = len(stages) + bool(guide) + sum(level.steps for level in levels) + 1
+    starter = _affine_starter(ndim) if pre_affine and opts.affine_start else None
+    pre_steps = sum(level.steps for level in pre_affine)
+    total = len(stages) + bool(guide) + sum(level.steps for level in levels) + 1 \
+        + (1 + pre_steps if starter is not None else 0)
     names = "+".join(([f"landmarks-{landmark_kind}"] if guide else []) + ([RIGID] if rigid else [])
                      + [stage.name for stage in stages])
     yield Started(total_steps=total, config={"model": names, "preset": preset,
@@ -436,21 +454,6 @@ def register_iter(
         yield Progress(step=step, total=total,
                        message=f"landmarks ({guide.transform.kind}, {len(guide.points)} pairs, "
                                f"residual {guide.transform.residual_mm:.2f} mm)")
-    if pre_affine:
-        refined = yield from _refined(optimize.refine_iter(
-            f, m, u, steps=steps, levels=pre_affine, step0=step, **refine_options))
-        if refined is None:
-            yield Stopped(step=step, checkpoint=None)
-            return
-        u = u_affine = refined.displacement
-        affine = refined.affine.numpy()
-        step += sum(level.steps for level in pre_affine)
-    ran = yield from _run_networks(stages, f, m, (u, affine, u_affine), step, total, stop,
-                                   tuple(fixed.spacing))
-    if ran is None:
-        yield Stopped(step=step, checkpoint=None)
-        return
-    (u, affine, u_affine), step = ran
 
     def score(field: torch.Tensor | None) -> float:
         """Mutual information of the fixed image and the moving one warped by ``field``."""
@@ -460,6 +463,47 @@ def register_iter(
 
     notes: list[str] = []
     mi_input = score(None)
+    if pre_affine:
+        # the affine levels from the identity and, with a starter, from the affine network's
+        # estimate when that matches better than the input; the end that matches better is kept
+        # (choosing after the coarsest level alone lost the network's gain on thin slabs)
+        starts: list[tuple[str, torch.Tensor, np.ndarray | None]] = [("the identity", u, None)]
+        if starter is not None:
+            ran = yield from _run_networks([starter], f, m, (u, None, None), step, total, stop,
+                                           tuple(fixed.spacing))
+            if ran is None:
+                yield Stopped(step=step, checkpoint=None)
+                return
+            (u_net, net_affine, _), step = ran
+            # a start of its own only when it moves the pair (half a voxel somewhere) to a
+            # better match; an estimate of about the identity is the identity's start
+            if float(u_net.abs().max()) > 0.5 and score(u_net) > mi_input:
+                starts.append((f"the {starter.name} network", u_net, net_affine))
+            else:
+                step += pre_steps  # the second start is not run
+        ends = []
+        for start_name, start_u, start_affine in starts:
+            refined = yield from _refined(optimize.refine_iter(
+                f, m, start_u, steps=steps, levels=pre_affine, step0=step, **refine_options))
+            if refined is None:
+                yield Stopped(step=step, checkpoint=None)
+                return
+            step += pre_steps
+            matrix = refined.affine.numpy()
+            ends.append((score(refined.displacement), start_name, refined.displacement,
+                         matrix if start_affine is None else start_affine @ matrix))
+        kept = max(ends, key=lambda end: end[0])  # the identity's on a tie
+        if len(ends) > 1:
+            notes.append(f"the affine levels started from {kept[1]} (mutual information "
+                         + ", ".join(f"{end[0]:.3f} from {end[1]}" for end in ends) + ")")
+        u = u_affine = kept[2]
+        affine = kept[3]
+    ran = yield from _run_networks(stages, f, m, (u, affine, u_affine), step, total, stop,
+                                   tuple(fixed.spacing))
+    if ran is None:
+        yield Stopped(step=step, checkpoint=None)
+        return
+    (u, affine, u_affine), step = ran
     # what refinement falls back to: the affine stage when it matches at least as well as the
     # input, else the identity
     mi_affine = score(u_affine) if u_affine is not None else None
@@ -522,6 +566,14 @@ def register_iter(
                                for k, v in held_values.items()})
     yield Progress(step=total, total=total, message="done")
     yield Finished(result=result)
+
+
+def _affine_starter(ndim: int) -> LoadedModel | None:
+    """The zoo's affine network for ``ndim``-D pairs, or None when the zoo has none."""
+    from deepreg_core import zoo
+
+    name = zoo.resolve_name("affine", ndim)
+    return zoo.load(name) if name in zoo.list_models(ndim=ndim) else None
 
 
 def _prepare(fixed: Image, moving: Image,
