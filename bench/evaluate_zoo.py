@@ -79,12 +79,18 @@ def evaluate(name: str, cases: int) -> dict:
     report = {}
     datasets = ["slice", "mni", "synthetic"] if cfg.model.ndim == 2 else ["mni"]
     model = name
+    # the network alone; for a deformable model also after the zoo's affine network (what `fast`
+    # runs by default, inference.Preset.affine_start); then the default `auto`
+    runs = [("network only", "fast", False)]
+    if cfg.model.kind != "affine":
+        runs.append((f"affine-{cfg.model.ndim}d then the network (fast)", "fast", None))
+    runs.append(("default (auto)", "auto", None))  # an affine model's refinement stays affine
     for data in datasets:
-        for preset in ("fast", "auto"):  # an affine model's refinement stays affine
-            key = f"{data}, {'network only (fast)' if preset == 'fast' else 'default (auto)'}"
+        for label, preset, affine_start in runs:
+            key = f"{data}, {label}"
             shape = tuple(cfg.data.shape) if data == "synthetic" else None
             res = evaluate_model(model, data=data, cases=cases, refine_steps=None, preset=preset,
-                                 shape=shape)
+                                 shape=shape, affine_start=affine_start)
             report[key] = res["summary"]
             print(name, key, json.dumps(res["summary"]), flush=True)
     if cfg.model.kind == "affine":

@@ -106,13 +106,15 @@ def case_metrics(result, fixed_labels: Image, truth: np.ndarray) -> dict[str, fl
 def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int = 1000,
                    shape: Sequence[int] | None = None, refine_steps: int | None = 0,
                    preset: str = "auto", device: str = "auto",
-                   case_options: dict | None = None) -> dict:
+                   case_options: dict | None = None, affine_start: bool | None = None) -> dict:
     """Register ``cases`` pairs with known ground truth; per-case numbers and medians.
 
     ``refine_steps`` is a fixed refinement budget (0: the network alone); ``None`` lets
     ``preset`` (``"auto"``, ``"fast"``, ``"accurate"``) decide, as the CLI does without flags.
     ``case_options`` override the cases' transform magnitudes (:func:`make_case` options, e.g.
-    ``{"deformable": False, "rotation": 20.0}`` for pure affines).
+    ``{"deformable": False, "rotation": 20.0}`` for pure affines). ``affine_start`` is
+    :func:`~deepreg_core.inference.register`'s (None: the preset's; False: a deformable model's
+    networks exactly, without the zoo's affine network before them).
 
     Returns ``{"model", "data", "cases": [...], "summary": {metric: median}}``.
     """
@@ -137,7 +139,7 @@ def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int 
         start = time.perf_counter()
         result = register(fixed, moving, model=model, refine_steps=refine_steps, preset=preset,
                           device=device, fixed_labels=fixed_labels, moving_labels=moving_labels,
-                          seed=seed + k)
+                          seed=seed + k, affine_start=affine_start)
         row = case_metrics(result, fixed_labels, truth)
         row["seconds"] = time.perf_counter() - start
         rows.append(row)

@@ -19,6 +19,7 @@ Pipeline
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,11 +53,12 @@ class Preset:
         When the networks' result matches worse than the input, refine from the identity (or the
         affine stage) instead, and keep whichever of the candidates matches best.
     affine_start : bool
-        With deformable networks only, the refinement's affine levels (run before the networks)
-        run twice: from the identity and from the zoo's affine network's estimate (when that
-        raises the pair's mutual information); the end with the higher mutual information is
-        kept. Large rotations, which the levels from the identity can miss, are the affine
-        network's strength.
+        With deformable networks only, the zoo's affine network aligns the pair first when its
+        estimate moves the pair to a higher mutual information. With refinement, the affine
+        levels (run before the networks) then run twice, from the identity and from that
+        estimate, and the end with the higher mutual information is kept: large rotations, which
+        the levels from the identity can miss, are the affine network's strength. Without
+        refinement (``fast``) the estimate is the deformable networks' start.
     """
 
     refine_steps: int
@@ -67,7 +69,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # network(s) only: one forward pass
-    "fast": Preset(refine_steps=0, tolerance=None, fallback=False),
+    "fast": Preset(refine_steps=0, tolerance=None, fallback=False, affine_start=True),
     # the default: networks, then refinement that stops each level when it stops paying
     "auto": Preset(refine_steps=60, tolerance=2e-3, fallback=True, affine_start=True),
     # a larger budget and a stricter plateau test
@@ -356,9 +358,11 @@ def register_iter(
         Start the refinement with global affine levels (default). Turn it off for pairs that are
         affinely aligned already (e.g. both in a template space).
     affine_start : bool, optional
-        Overrides the preset's :attr:`Preset.affine_start`: with deformable networks only, the
-        affine levels run from the identity and from the zoo's affine network (``affine-2d``/
-        ``affine-3d``), and the end that matches better (mutual information) is kept.
+        Overrides the preset's :attr:`Preset.affine_start` (on in every preset): with deformable
+        networks only, the zoo's affine network (``affine-2d``/``affine-3d``) gives the pair an
+        affine start when that raises the mutual information; with refinement, the affine
+        levels run from the identity and from that start and the better end is kept. Off:
+        exactly the deformable networks (and the refinement from the identity).
     regularization : float, optional
         Weight of the diffusion penalty on the refinement's residual velocity (default
         ``optimize.DEFAULT_REGULARIZATION``); larger is smoother.
@@ -424,7 +428,10 @@ def register_iter(
     pre_affine = [] if affine_only or guide or any(stage.spec.is_affine for stage in stages) \
         else [level for level in levels if level.kind == "affine"]
     post_levels = [level for level in levels if level not in pre_affine]
-    starter = _affine_starter(ndim) if pre_affine and opts.affine_start else None
+    # ... and the zoo's affine network gives them a start of their own (Preset.affine_start)
+    deformable_only = bool(stages) and not any(stage.spec.is_affine for stage in stages)
+    starter = _affine_starter(ndim) if opts.affine_start and refine_affine and deformable_only \
+        and guide is None else None
     pre_steps = sum(level.steps for level in pre_affine)
     total = len(stages) + bool(guide) + sum(level.steps for level in levels) + 1 \
         + (1 + pre_steps if starter is not None else 0)
@@ -463,24 +470,28 @@ def register_iter(
 
     notes: list[str] = []
     mi_input = score(None)
+    # the affine network's name, field and matrix, when it moves the pair to a better match
+    started: tuple[str, torch.Tensor, np.ndarray | None] | None = None
+    if starter is not None:
+        ran = yield from _run_networks([starter], f, m, (u, None, None), step, total, stop,
+                                       tuple(fixed.spacing))
+        if ran is None:
+            yield Stopped(step=step, checkpoint=None)
+            return
+        (u_net, net_affine, _), step = ran
+        # half a voxel somewhere at least: an estimate of about the identity is no start
+        mi_net = score(u_net) if float(u_net.abs().max()) > 0.5 else -math.inf
+        if mi_net > mi_input:
+            started = (f"the {starter.name} network", u_net, net_affine)
     if pre_affine:
-        # the affine levels from the identity and, with a starter, from the affine network's
-        # estimate when that matches better than the input; the end that matches better is kept
-        # (choosing after the coarsest level alone lost the network's gain on thin slabs)
+        # the affine levels from the identity and from the affine network's estimate; the end
+        # that matches better is kept (choosing after the coarsest level alone lost the
+        # network's gain on thin slabs)
         starts: list[tuple[str, torch.Tensor, np.ndarray | None]] = [("the identity", u, None)]
-        if starter is not None:
-            ran = yield from _run_networks([starter], f, m, (u, None, None), step, total, stop,
-                                           tuple(fixed.spacing))
-            if ran is None:
-                yield Stopped(step=step, checkpoint=None)
-                return
-            (u_net, net_affine, _), step = ran
-            # a start of its own only when it moves the pair (half a voxel somewhere) to a
-            # better match; an estimate of about the identity is the identity's start
-            if float(u_net.abs().max()) > 0.5 and score(u_net) > mi_input:
-                starts.append((f"the {starter.name} network", u_net, net_affine))
-            else:
-                step += pre_steps  # the second start is not run
+        if started is not None:
+            starts.append(started)
+        elif starter is not None:
+            step += pre_steps  # the second start is not run
         ends = []
         for start_name, start_u, start_affine in starts:
             refined = yield from _refined(optimize.refine_iter(
@@ -496,8 +507,16 @@ def register_iter(
         if len(ends) > 1:
             notes.append(f"the affine levels started from {kept[1]} (mutual information "
                          + ", ".join(f"{end[0]:.3f} from {end[1]}" for end in ends) + ")")
+        started = started if kept is ends[-1] and len(ends) > 1 else None
         u = u_affine = kept[2]
         affine = kept[3]
+    elif started is not None:  # no affine levels (no refinement): the network's estimate
+        notes.append(f"{started[0]} aligned the pair first (mutual information "
+                     f"{mi_input:.3f} -> {mi_net:.3f})")
+        u = u_affine = started[1]
+        affine = started[2]
+    if started is not None and starter is not None:
+        names = f"{starter.name}+{names}"
     ran = yield from _run_networks(stages, f, m, (u, affine, u_affine), step, total, stop,
                                    tuple(fixed.spacing))
     if ran is None:

@@ -185,7 +185,7 @@ def test_auto_starts_the_affine_levels_from_the_affine_network_where_the_identit
     from deepreg_core import spatial
     from deepreg_core.evaluation import SHAPES, make_case
 
-    assert PRESETS["auto"].affine_start and not PRESETS["fast"].affine_start
+    assert all(preset.affine_start for preset in PRESETS.values())
     options = dict(deformable=False, affine=True, rotation=30.0, scale=0.1, shear=0.03,
                    translation=10.0)
     missed = 0
@@ -204,3 +204,31 @@ def test_auto_starts_the_affine_levels_from_the_affine_network_where_the_identit
         missed += np.linalg.norm(plain.displacement - truth, axis=0)[brain].mean() > 2.0
         assert not any("started from" in note for note in plain.notes)
     assert missed  # without the network's start these pairs are missed: the case is a real one
+
+
+def test_fast_runs_the_affine_network_before_a_deformable_one_and_does_better():
+    """The bench's held-out MNI slices (a smooth deformation and a small affine), network only:
+    global-local-2d alone ends at 0.93 mm median endpoint error over seeds 1000-1007, after
+    affine-2d's estimate at 0.77 (measured; dipy's real T1 slice 0.64 -> 0.38 mm). Here the
+    mean error over the eight cases must drop by 15 % (measured 34 %) and Dice rise; the model
+    name and the notes say that the affine network ran."""
+    from deepreg_core.evaluation import SHAPES, make_case
+
+    errors = {True: [], False: []}
+    dice = {True: [], False: []}
+    for seed in range(1000, 1008):
+        fixed, moving, fixed_labels, moving_labels, truth = make_case("slice", SHAPES["slice"],
+                                                                      seed)
+        brain = np.asarray(fixed_labels.data) > 0
+        for start in (True, False):
+            result = register(fixed, moving, model="global-local", preset="fast", device="cpu",
+                              fixed_labels=fixed_labels, moving_labels=moving_labels, qa=False,
+                              affine_start=start)
+            errors[start].append(np.linalg.norm(result.displacement - truth, axis=0)[brain].mean())
+            dice[start].append(result.metrics["dice_after"])
+            if not start:
+                assert result.model_name == "global-local-2d" and result.notes == ()
+            elif result.model_name.startswith("affine-2d+"):
+                assert any("affine-2d network aligned the pair first" in n for n in result.notes)
+    assert np.mean(errors[True]) < 0.85 * np.mean(errors[False])
+    assert np.mean(dice[True]) > np.mean(dice[False])
