@@ -127,7 +127,7 @@ def test_trained_deformable_3d_recovers_a_deformation_it_never_saw():
 @pytest.mark.skipif(not _has_nilearn(), reason="the cases need nilearn's MNI152")
 @pytest.mark.parametrize("name, data, seeds, within_mm, ratio", [
     ("affine-2d", "slice", (1000, 1001, 1002), 3.0, 1.0),
-    ("affine-3d", "mni", (1000,), float("inf"), 0.5)])
+    ("affine-3d", "mni", (1000,), float("inf"), 0.3)])
 def test_trained_affine_networks_recover_affines_they_never_saw(name, data, seeds, within_mm,
                                                                  ratio):
     """Network only, pure random affines inside the training range (20 degrees per plane, scale
@@ -135,8 +135,8 @@ def test_trained_affine_networks_recover_affines_they_never_saw(name, data, seed
 
     The bench (`bench/evaluate_zoo.py affine-2d affine-3d`, "pure affines") measures affine-2d at
     a median 0.68 pixel (2 mm), worst 1.40 (each 2D case here must end within 1.5 pixels, 3 mm,
-    and better than it started), affine-3d at a median 3.0 voxels of ~13.5 before (the case here
-    must halve its error). Both must raise Dice. The short runs shipped before did neither
+    and better than it started), affine-3d at a median 1.84 voxels of ~13.5 before (1.59 on the case here,
+    which must end under 0.3 of its error; the step-8,699 network only halved it). Both must raise Dice. The short runs shipped before did neither
     (2D: 7.4 -> 7.4 pixels; 3D: 12.4 -> 10.0 voxels).
     """
     from deepreg_core.evaluation import SHAPES, make_case
