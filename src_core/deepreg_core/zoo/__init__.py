@@ -212,9 +212,9 @@ KIND_ALIASES = {"affine": "affine", "deformable": "deformable", "global-local": 
                 "global_local": "global-local", "auto": "deformable"}
 # Where "auto" picks another network than the deformable one, by (preset, ndim): the network
 # measured best for that preset on held-out cases (bench/results/zoo_*.json, real_scans*.json).
-# 2D fast (network only): global-local-2d's endpoint error is 0.99 mm on held-out MNI slices and
-# 0.64 mm on dipy's real T1 slice, against deformable-2d's 2.28 and 1.13 mm; with refinement
-# (auto, accurate) deformable-2d is as good or better (0.39 vs 0.43 mm on the slices).
+# 2D fast (network only): global-local-2d's endpoint error is 0.95 mm on held-out MNI slices
+# against deformable-2d's 2.28 (after the affine network: 0.36 vs 0.51 mm on dipy's real T1
+# slice); with refinement (auto, accurate) deformable-2d is as good (0.39 vs 0.45 mm on slices).
 AUTO_BY_PRESET: dict[tuple[str | None, int], str] = {("fast", 2): "global-local"}
 
 
