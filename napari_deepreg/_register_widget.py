@@ -491,7 +491,7 @@ class RegisterWidget(ResultActions, LandmarkPanel, AlignmentPanel, ChannelPanel,
         for inspect in docked(self.viewer, InspectWidget):
             inspect.offer_result(source, result)
 
-        if result.notes:  # a fallback the preset took: information, the result is fine
+        if result.notes:  # a fallback or an affine start the preset took: information
             notify_info(f"{moving_layer.name}: " + "; ".join(result.notes))
         if result.warnings:  # the guard: say it where the user looks, not only in the read-out
             notify_warning(f"{moving_layer.name}: " + "; ".join(result.warnings))

@@ -106,6 +106,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     events = register_iter(fixed, moving, model=args.model, preset=args.preset,
                            refine_steps=args.refine_steps, time_budget=args.time_budget,
                            qa=not args.no_qa, refine_affine=not args.no_refine_affine,
+                           affine_start=False if args.no_affine_start else None,
                            regularization=args.regularization, device=args.device,
                            seed=args.seed, landmark_holdout=args.landmark_holdout,
                            **labels, **points)
@@ -174,7 +175,7 @@ def cmd_register_channels(args: argparse.Namespace) -> int:
         channel_axis=args.channel_axis, model=args.model, preset=args.preset,
         refine_steps=args.refine_steps, time_budget=args.time_budget, qa=not args.no_qa,
         refine_affine=not args.no_refine_affine, regularization=args.regularization,
-        device=args.device, seed=args.seed)
+        affine_start=False if args.no_affine_start else None, device=args.device, seed=args.seed)
     first = next(events)  # the channel and the registration options are checked here
     with output_lock(out):
         recover(out)
@@ -283,7 +284,8 @@ def cmd_series(args: argparse.Namespace) -> int:
         stack.frames, reference=args.reference, model=args.model, preset=args.preset,
         refine_steps=args.refine_steps, time_budget=args.time_budget, qa=not args.no_qa,
         refine_affine=not args.no_refine_affine, regularization=args.regularization,
-        device=args.device, seed=args.seed, keep_displacements=False, stop=stop)
+        affine_start=False if args.no_affine_start else None, device=args.device,
+        seed=args.seed, keep_displacements=False, stop=stop)
     first = next(events)  # the series, the reference and the options are checked here
     config = first.config if isinstance(first, Started) else {}
     with output_lock(out):
@@ -333,7 +335,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         pairs = read_pairs(source)
     options = dict(model=args.model, preset=args.preset, refine_steps=args.refine_steps,
                    time_budget=args.time_budget, qa=not args.no_qa, seed=args.seed,
-                   refine_affine=not args.no_refine_affine, regularization=args.regularization)
+                   refine_affine=not args.no_refine_affine, regularization=args.regularization,
+                   affine_start=False if args.no_affine_start else None)
     events = batch_iter(pairs, args.output, scheduler=args.scheduler, workers=args.workers,
                         dashboard=args.dashboard, device=args.device, **options)
     first = next(events)
@@ -394,7 +397,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate_model(args.model, data=args.data, cases=args.cases, seed=args.seed,
                             refine_steps=args.refine_steps, preset=args.preset,
-                            device=args.device)
+                            device=args.device,
+                            affine_start=False if args.no_affine_start else None)
     if args.output:
         _write_json(report, Path(args.output))
     print(json.dumps(report["summary"], indent=2))
@@ -426,16 +430,21 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--preset", default="auto", choices=["auto", "fast", "accurate"],
                      help="auto (default): networks, then refinement that stops when it stops "
                           "paying, with a fallback when the network makes the pair worse; "
-                          "fast: networks only; accurate: a larger refinement budget")
+                          "fast: networks only; accurate: a larger refinement budget "
+                          "(before a deformable zoo model, every preset starts from the affine "
+                          "network's estimate when it improves the match: --no-affine-start)")
     reg.add_argument("--refine-steps", type=_bounded(int, 0, MAX_REFINE_STEPS), default=None,
                      help="fixed instance-optimisation budget instead of the preset's "
-                          f"(0 = network only; at most {MAX_REFINE_STEPS})")
+                          f"(0 = networks only; at most {MAX_REFINE_STEPS})")
     reg.add_argument("--time-budget", type=float, default=None,
                      help="seconds after which refinement stops where it is")
     reg.add_argument("--no-qa", action="store_true",
                      help="skip the quality maps (jacobian.nii.gz, saliency.nii.gz, folding)")
     reg.add_argument("--no-refine-affine", action="store_true",
                      help="refine without the affine levels (pairs already affinely aligned)")
+    reg.add_argument("--no-affine-start", action="store_true",
+                     help="exactly the deformable network(s): no affine start from the zoo's "
+                          "affine network (the default uses it when it improves the match)")
     reg.add_argument("--regularization", type=_bounded(float, 0.0, 1e6), default=None,
                      help="refinement smoothness weight (>= 0; default: the preset's)")
     reg.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -468,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="first (default), previous (chained), mean, or a frame index")
     for action in reg._actions:  # the registration options, exactly as `register` has them
         if action.dest in ("preset", "refine_steps", "time_budget", "no_qa", "no_refine_affine",
-                           "regularization", "device", "seed", "overwrite"):
+                           "no_affine_start", "regularization", "device", "seed", "overwrite"):
             se._add_action(action)
     se.add_argument("--model", default="deformable",
                     help="rigid (rotation + translation in mm, no network), affine (affine-only "
@@ -489,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--dashboard", action="store_true", help="print the dask dashboard's link")
     for action in reg._actions:  # the registration options, exactly as `register` has them
         if action.dest in ("model", "preset", "refine_steps", "time_budget", "no_qa",
-                           "no_refine_affine", "regularization", "device", "seed"):
+                           "no_refine_affine", "no_affine_start", "regularization", "device",
+                           "seed"):
             ba._add_action(action)
     ba.set_defaults(func=cmd_batch)
 
@@ -524,7 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=1000)
     ev.add_argument("--preset", default="auto", choices=["auto", "fast", "accurate"])
     ev.add_argument("--refine-steps", type=_bounded(int, 0, MAX_REFINE_STEPS), default=None,
-                    help="a fixed refinement budget instead of the preset's (0: network only)")
+                    help="a fixed refinement budget instead of the preset's (0: networks only)")
+    ev.add_argument("--no-affine-start", action="store_true",
+                    help="the model's networks alone: no affine start from the zoo's affine "
+                         "network (what the model cards' 'network only' rows measure)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--output", help="write the full report as JSON")
     ev.set_defaults(func=cmd_evaluate)

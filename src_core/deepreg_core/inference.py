@@ -10,6 +10,9 @@ Pipeline
    (any size, spacing and orientation), and both are normalised to [0, 1] by robust percentiles.
 2. Each network stage (affine, deformable, global-to-local) runs on its own working grid (the grid
    it was trained on); its field is upsampled to the fixed grid and composed with the previous ones.
+   Before zoo deformable networks the zoo's affine network gives the pair an affine start when
+   that raises the match (``Preset.affine_start``); with refinement, the refinement's affine
+   levels run from the identity and from that start, and the better end is kept.
 3. Instance optimisation (``refine_steps > 0``, :mod:`deepreg_core.optimize`) refines the
    result coarse to fine: a global affine first, then residual stationary velocity fields composed
    onto the networks' field, so a diffeomorphic network result stays diffeomorphic. After an
@@ -53,12 +56,14 @@ class Preset:
         When the networks' result matches worse than the input, refine from the identity (or the
         affine stage) instead, and keep whichever of the candidates matches best.
     affine_start : bool
-        With deformable networks only, the zoo's affine network aligns the pair first when its
-        estimate moves the pair to a higher mutual information. With refinement, the affine
-        levels (run before the networks) then run twice, from the identity and from that
-        estimate, and the end with the higher mutual information is kept: large rotations, which
-        the levels from the identity can miss, are the affine network's strength. Without
-        refinement (``fast``) the estimate is the deformable networks' start.
+        With deformable zoo (or folder) models only, the zoo's affine network aligns the pair
+        first when its estimate moves the pair (half a voxel somewhere) to a higher mutual
+        information. With refinement, the affine levels (run before the networks) then run
+        twice, from the identity and from that estimate, and the end with the higher mutual
+        information is kept: large rotations, which the levels from the identity can miss, are
+        the affine network's strength. Without refinement (``fast``) the estimate is the
+        deformable networks' start. Not with landmarks, a bare network passed as ``model``, or
+        ``refine_affine=False`` (the caller says the pair is affinely aligned).
     """
 
     refine_steps: int
@@ -106,7 +111,8 @@ class RegistrationResult:
         the result is at least as good as doing nothing.
     notes : tuple of str
         Fallbacks the preset took on the way (e.g. a network result that matched worse than its
-        input was not used to seed the refinement).
+        input was not used to seed the refinement), and the affine network's start when the
+        result used it (``Preset.affine_start``).
     preset : str
         The preset that set the defaults (``"fast"``, ``"auto"``, ``"accurate"``).
     """
@@ -359,10 +365,11 @@ def register_iter(
         affinely aligned already (e.g. both in a template space).
     affine_start : bool, optional
         Overrides the preset's :attr:`Preset.affine_start` (on in every preset): with deformable
-        networks only, the zoo's affine network (``affine-2d``/``affine-3d``) gives the pair an
-        affine start when that raises the mutual information; with refinement, the affine
-        levels run from the identity and from that start and the better end is kept. Off:
-        exactly the deformable networks (and the refinement from the identity).
+        zoo models only, the zoo's affine network (``affine-2d``/``affine-3d``) gives the pair
+        an affine start when that raises the mutual information; with refinement, the affine
+        levels run from the identity and from that start and the better end is kept. Off (or
+        ``refine_affine=False``): exactly the deformable networks, and the affine levels from the
+        identity.
     regularization : float, optional
         Weight of the diffusion penalty on the refinement's residual velocity (default
         ``optimize.DEFAULT_REGULARIZATION``); larger is smoother.
@@ -392,8 +399,9 @@ def register_iter(
     -----
     The guard: the result's mutual information with the fixed image is compared with the
     unregistered pair's (and Dice / TRE when labels / points are given). A result that is worse
-    is reported in ``result.warnings`` and ``metrics["worse_than_input"]``; fallbacks taken are in
-    ``result.notes``. With a preset that
+    is reported in ``result.warnings`` and ``metrics["worse_than_input"]``; fallbacks taken, and
+    an affine start the result used, are in ``result.notes`` (``result.model_name`` then names the
+    affine network too; the ``Started`` event names the requested models). With a preset that
     has the fallback (``auto``, ``accurate``), a network result worse than the input is not used
     as the refinement's seed (the identity, or the affine stage, is), a refined result worse than
     the input is refined again from the identity, and the best-matching candidate — the
@@ -423,13 +431,17 @@ def register_iter(
     affine_only = all(stage.spec.is_affine for stage in stages) and landmark_kind != "tps"
     levels = optimize.schedule(steps, fixed.shape, affine_only=affine_only, affine=refine_affine)
     # Deformable networks expect a roughly aligned pair (their cards say so): without an affine
-    # network, the refinement's affine levels run first, from the identity, and the networks
-    # see the affinely aligned moving image; the deformable levels follow the networks.
+    # network, the refinement's affine levels run first (from the identity and, with a starter,
+    # from the affine network's estimate) and the networks see the affinely aligned moving
+    # image; the deformable levels follow the networks.
     pre_affine = [] if affine_only or guide or any(stage.spec.is_affine for stage in stages) \
         else [level for level in levels if level.kind == "affine"]
     post_levels = [level for level in levels if level not in pre_affine]
-    # ... and the zoo's affine network gives them a start of their own (Preset.affine_start)
-    deformable_only = bool(stages) and not any(stage.spec.is_affine for stage in stages)
+    # the zoo's affine network as a start (Preset.affine_start): before zoo (or folder) deformable
+    # models only, not before a bare network the caller built, and not when the caller says the
+    # pair is affinely aligned already (refine_affine=False)
+    deformable_only = bool(stages) and not any(stage.spec.is_affine for stage in stages) \
+        and all(stage.config is not None for stage in stages)
     starter = _affine_starter(ndim) if opts.affine_start and refine_affine and deformable_only \
         and guide is None else None
     pre_steps = sum(level.steps for level in pre_affine)
@@ -474,7 +486,8 @@ def register_iter(
     started: tuple[str, torch.Tensor, np.ndarray | None] | None = None
     if starter is not None:
         ran = yield from _run_networks([starter], f, m, (u, None, None), step, total, stop,
-                                       tuple(fixed.spacing))
+                                       tuple(fixed.spacing),
+                                       message=f"affine start ({starter.name})")
         if ran is None:
             yield Stopped(step=step, checkpoint=None)
             return
@@ -504,10 +517,10 @@ def register_iter(
             ends.append((score(refined.displacement), start_name, refined.displacement,
                          matrix if start_affine is None else start_affine @ matrix))
         kept = max(ends, key=lambda end: end[0])  # the identity's on a tie
-        if len(ends) > 1:
+        started = started if kept is ends[-1] and len(ends) > 1 else None
+        if started is not None:  # the result is not the one the identity's start gives
             notes.append(f"the affine levels started from {kept[1]} (mutual information "
                          + ", ".join(f"{end[0]:.3f} from {end[1]}" for end in ends) + ")")
-        started = started if kept is ends[-1] and len(ends) > 1 else None
         u = u_affine = kept[2]
         affine = kept[3]
     elif started is not None:  # no affine levels (no refinement): the network's estimate
@@ -587,12 +600,30 @@ def register_iter(
     yield Finished(result=result)
 
 
+_STARTERS: dict[tuple[int, str, float], LoadedModel] = {}
+
+
 def _affine_starter(ndim: int) -> LoadedModel | None:
-    """The zoo's affine network for ``ndim``-D pairs, or None when the zoo has none."""
+    """The zoo's affine network for ``ndim``-D pairs, or None when the zoo has none (or it is
+    broken: a deformable registration does not fail for it).
+
+    Loaded once per weights file (path and modification time), so a series or a batch does not
+    load it per pair; a model published again under the name is loaded again.
+    """
     from deepreg_core import zoo
 
-    name = zoo.resolve_name("affine", ndim)
-    return zoo.load(name) if name in zoo.list_models(ndim=ndim) else None
+    try:
+        entry = zoo.get(zoo.resolve_name("affine", ndim))
+        key = (ndim, str(entry.path), (entry.path / "weights.safetensors").stat().st_mtime)
+    except (ValueError, OSError):
+        return None
+    if key not in _STARTERS:
+        if entry.problem() is not None:
+            return None
+        for old in [k for k in _STARTERS if k[0] == ndim]:  # one per ndim: the current one
+            del _STARTERS[old]
+        _STARTERS[key] = zoo.load(entry.path)
+    return _STARTERS[key]
 
 
 def _prepare(fixed: Image, moving: Image,
@@ -608,12 +639,14 @@ def _prepare(fixed: Image, moving: Image,
 
 def _run_networks(stages: list[LoadedModel], f: torch.Tensor, m: torch.Tensor,
                   state: tuple[torch.Tensor, np.ndarray | None, torch.Tensor | None], step: int,
-                  total: int, stop: StopToken, spacing: Sequence[float] | None = None):
+                  total: int, stop: StopToken, spacing: Sequence[float] | None = None,
+                  message: str | None = None):
     """Run each network on the pair as the transform so far leaves it, composing the fields.
 
     ``state`` is ``(u, affine, u_affine)``; returns the new state and step, or None when
     stopped. Each network sees the pair on its working grid (its spec), normalised; an affine
     network with ``spacing`` known sees it in the physical frame of :func:`_physical_frame`.
+    ``message`` replaces the progress message ("network k/n").
     """
     from deepreg_core import spatial
 
@@ -642,7 +675,8 @@ def _run_networks(stages: list[LoadedModel], f: torch.Tensor, m: torch.Tensor,
         if stage.spec.is_affine and u_affine is None:
             u_affine = u
         step += 1
-        yield Progress(step=step, total=total, message=f"network {index + 1}/{len(stages)}")
+        yield Progress(step=step, total=total,
+                       message=message or f"network {index + 1}/{len(stages)}")
     return (u, affine, u_affine), step
 
 

@@ -135,9 +135,10 @@ def test_trained_affine_networks_recover_affines_they_never_saw(name, data, seed
 
     The bench (`bench/evaluate_zoo.py affine-2d affine-3d`, "pure affines") measures affine-2d at
     a median 0.68 pixel (2 mm), worst 1.40 (each 2D case here must end within 1.5 pixels, 3 mm,
-    and better than it started), affine-3d at a median 1.84 voxels of ~13.5 before (1.59 on the case here,
-    which must end under 0.3 of its error; the step-8,699 network only halved it). Both must raise Dice. The short runs shipped before did neither
-    (2D: 7.4 -> 7.4 pixels; 3D: 12.4 -> 10.0 voxels).
+    and better than it started), affine-3d at a median 1.84 voxels of ~13.5 before (1.59 on the
+    case here, which must end under 0.3 of its error; the step-8,699 network only halved it).
+    Both must raise Dice. The short runs shipped before did neither (2D: 7.4 -> 7.4 pixels; 3D:
+    12.4 -> 10.0 voxels).
     """
     from deepreg_core.evaluation import SHAPES, make_case
 
