@@ -3,8 +3,9 @@
     python bench/speed.py [--model deformable-3d] [--repeats 5]
 
 Times (median of repeats, after one warm-up) in the same run: the bare network forward on the
-working grid, the whole ``register()`` call (resampling, normalisation, network, upsampling,
-Jacobian, saliency, metrics), and, as a baseline, one forward of a full-resolution UNet of the
+working grid, the whole ``register()`` call with the network (resampling, normalisation, network,
+upsampling, Jacobian, saliency, metrics), the same by zoo name with ``preset="fast"`` (what a user
+gets: the zoo's affine network runs first, ``Preset.affine_start``), and, as a baseline, one forward of a full-resolution UNet of the
 same widths (what a VoxelMorph-style network costs without a working grid). Peak resident memory
 is measured in a fresh process per measurement.
 """
@@ -47,6 +48,9 @@ def measure(what: str, model: str, repeats: int) -> dict:
     elif what == "register":
         def run():
             register(fixed, moving, model=net, refine_steps=0, device="cpu")
+    elif what == "register-fast":
+        def run():
+            register(fixed, moving, model=model, preset="fast", device="cpu")
     elif what == "full-resolution-unet":
         cfg = net.config.model.model_copy(update={"working_scale": 1.0})
         full = build_model(cfg).eval()
@@ -77,7 +81,7 @@ def main() -> None:
         print(json.dumps(measure(args.one, args.model, args.repeats)))
         return
     rows = []
-    for what in ("network", "register", "full-resolution-unet"):
+    for what in ("network", "register", "register-fast", "full-resolution-unet"):
         out = subprocess.run([sys.executable, __file__, "--one", what, "--model", args.model,
                               "--repeats", str(args.repeats if what != "full-resolution-unet" else 2)],
                              capture_output=True, text=True, timeout=1800)
