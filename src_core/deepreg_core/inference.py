@@ -434,13 +434,14 @@ def register_iter(
     # network, the refinement's affine levels run first (from the identity and, with a starter,
     # from the affine network's estimate) and the networks see the affinely aligned moving
     # image; the deformable levels follow the networks.
-    pre_affine = [] if affine_only or guide or any(stage.spec.is_affine for stage in stages) \
+    affine_stage = any(stage.spec.is_affine for stage in stages)
+    pre_affine = [] if affine_only or guide or affine_stage \
         else [level for level in levels if level.kind == "affine"]
     post_levels = [level for level in levels if level not in pre_affine]
     # the zoo's affine network as a start (Preset.affine_start): before zoo (or folder) deformable
     # models only, not before a bare network the caller built, and not when the caller says the
     # pair is affinely aligned already (refine_affine=False)
-    deformable_only = bool(stages) and not any(stage.spec.is_affine for stage in stages) \
+    deformable_only = bool(stages) and not affine_stage \
         and all(stage.config is not None for stage in stages)
     starter = _affine_starter(ndim) if opts.affine_start and refine_affine and deformable_only \
         and guide is None else None
