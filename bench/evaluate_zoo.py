@@ -41,7 +41,8 @@ def nibabel_rigid_case(model: str, refine_steps: int) -> dict:
     extra[:3, :3] = euler2mat(0.1, 0.2, 0.3)
     extra[:3, 3] = [3, 4, 5]
     truth = np.linalg.inv(fixed.affine) @ extra @ fixed.affine  # fixed voxel -> fixed-grid voxel
-    result = register(fixed, moving, model=model, refine_steps=refine_steps)
+    result = register(fixed, moving, model=model, refine_steps=refine_steps,
+                      fallback=False if refine_steps == 0 else None)  # 0: the network, raw
     grid = np.stack(np.meshgrid(*[np.arange(n) for n in fixed.shape], indexing="ij"))
     flat = grid.reshape(3, -1).astype(np.float64)
     true_u = (truth[:3, :3] @ flat + truth[:3, 3:]) - flat
@@ -67,7 +68,7 @@ def identity_case(model: str, ndim: int) -> dict:
 
     data, shape = ("mni", (99, 117, 95)) if ndim == 3 else ("slice", (128, 128))
     fixed = make_case(data, shape, 1000)[0]
-    result = register(fixed, fixed, model=model, refine_steps=0)
+    result = register(fixed, fixed, model=model, refine_steps=0, fallback=False)
     return {"max_displacement_voxels": float(np.abs(result.displacement).max())}
 
 
@@ -81,6 +82,7 @@ def evaluate(name: str, cases: int) -> dict:
     model = name
     # the network alone; for a deformable model also after the zoo's affine network (what `fast`
     # runs by default, inference.Preset.affine_start); then the default `auto`
+    # ("network only": the raw field, fallback off; the presets' rows as a user gets them)
     runs = [("network only", "fast", False)]
     if cfg.model.kind != "affine":
         runs.append((f"affine-{cfg.model.ndim}d then the network (fast)", "fast", None))
@@ -90,13 +92,14 @@ def evaluate(name: str, cases: int) -> dict:
             key = f"{data}, {label}"
             shape = tuple(cfg.data.shape) if data == "synthetic" else None
             res = evaluate_model(model, data=data, cases=cases, refine_steps=None, preset=preset,
-                                 shape=shape, affine_start=affine_start)
+                                 shape=shape, affine_start=affine_start,
+                                 fallback=False if label == "network only" else None)
             report[key] = res["summary"]
             print(name, key, json.dumps(res["summary"]), flush=True)
     if cfg.model.kind == "affine":
         data = "mni" if cfg.model.ndim == 3 else "slice"
         res = evaluate_model(model, data=data, cases=max(cases, 5), refine_steps=0,
-                             case_options=AFFINE_CASES)
+                             case_options=AFFINE_CASES, fallback=False)
         report[f"{data}, pure affines up to 20 deg, network only"] = res["summary"]
         worst = max(r["epe_mm"] for r in res["cases"]) / 2.0  # 2 mm voxels
         report["affine cases"] = {"median_epe_voxels": res["summary"]["epe_mm"] / 2.0,

@@ -65,7 +65,7 @@ PAIR_COLUMNS = ("fixed", "moving", "fixed_labels", "moving_labels", "fixed_point
                 "moving_points")
 """Columns of a pairs table; ``fixed`` and ``moving`` are required, ``id`` is optional."""
 REGISTER_OPTIONS = ("model", "preset", "refine_steps", "time_budget", "qa", "refine_affine",
-                    "affine_start", "regularization", "seed")
+                    "affine_start", "fallback", "regularization", "seed")
 """Options of :func:`deepreg_core.inference.register_iter` a batch passes to every pair."""
 PLUGIN_NAME = "deepreg-model-cache"
 _SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")

@@ -105,8 +105,7 @@ def cmd_register(args: argparse.Namespace) -> int:
               if getattr(args, key) else None for key in ("fixed_points", "moving_points")}
     events = register_iter(fixed, moving, model=args.model, preset=args.preset,
                            refine_steps=args.refine_steps, time_budget=args.time_budget,
-                           qa=not args.no_qa, refine_affine=not args.no_refine_affine,
-                           affine_start=False if args.no_affine_start else None,
+                           qa=not args.no_qa, **_switches(args),
                            regularization=args.regularization, device=args.device,
                            seed=args.seed, landmark_holdout=args.landmark_holdout,
                            **labels, **points)
@@ -174,8 +173,8 @@ def cmd_register_channels(args: argparse.Namespace) -> int:
         fixed, moving, channel=args.channel if args.channel is not None else 0,
         channel_axis=args.channel_axis, model=args.model, preset=args.preset,
         refine_steps=args.refine_steps, time_budget=args.time_budget, qa=not args.no_qa,
-        refine_affine=not args.no_refine_affine, regularization=args.regularization,
-        affine_start=False if args.no_affine_start else None, device=args.device, seed=args.seed)
+        regularization=args.regularization, device=args.device, seed=args.seed,
+        **_switches(args))
     first = next(events)  # the channel and the registration options are checked here
     with output_lock(out):
         recover(out)
@@ -283,9 +282,8 @@ def cmd_series(args: argparse.Namespace) -> int:
     events = register_series_iter(
         stack.frames, reference=args.reference, model=args.model, preset=args.preset,
         refine_steps=args.refine_steps, time_budget=args.time_budget, qa=not args.no_qa,
-        refine_affine=not args.no_refine_affine, regularization=args.regularization,
-        affine_start=False if args.no_affine_start else None, device=args.device,
-        seed=args.seed, keep_displacements=False, stop=stop)
+        regularization=args.regularization, device=args.device, seed=args.seed,
+        keep_displacements=False, stop=stop, **_switches(args))
     first = next(events)  # the series, the reference and the options are checked here
     config = first.config if isinstance(first, Started) else {}
     with output_lock(out):
@@ -335,8 +333,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         pairs = read_pairs(source)
     options = dict(model=args.model, preset=args.preset, refine_steps=args.refine_steps,
                    time_budget=args.time_budget, qa=not args.no_qa, seed=args.seed,
-                   refine_affine=not args.no_refine_affine, regularization=args.regularization,
-                   affine_start=False if args.no_affine_start else None)
+                   regularization=args.regularization, **_switches(args))
     events = batch_iter(pairs, args.output, scheduler=args.scheduler, workers=args.workers,
                         dashboard=args.dashboard, device=args.device, **options)
     first = next(events)
@@ -397,12 +394,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate_model(args.model, data=args.data, cases=args.cases, seed=args.seed,
                             refine_steps=args.refine_steps, preset=args.preset,
-                            device=args.device,
-                            affine_start=False if args.no_affine_start else None)
+                            device=args.device, **_switches(args))
     if args.output:
         _write_json(report, Path(args.output))
     print(json.dumps(report["summary"], indent=2))
     return 0
+
+
+def _switches(args: argparse.Namespace) -> dict[str, bool | None]:
+    """The command's ``--no-refine-affine``/``--no-affine-start``/``--no-fallback`` as
+    :func:`~deepreg_core.inference.register`'s keywords (None: the preset's), those it has."""
+    out: dict[str, bool | None] = {}
+    if hasattr(args, "no_refine_affine"):
+        out["refine_affine"] = not args.no_refine_affine
+    out["affine_start"] = False if args.no_affine_start else None
+    out["fallback"] = False if args.no_fallback else None
+    return out
 
 
 class _Parser(argparse.ArgumentParser):
@@ -445,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--no-affine-start", action="store_true",
                      help="exactly the deformable network(s): no affine start from the zoo's "
                           "affine network (the default uses it when it improves the match)")
+    reg.add_argument("--no-fallback", action="store_true",
+                     help="return the method's result even when it matches worse than the "
+                          "input (the default keeps its start, or refines again; the guard "
+                          "warns either way)")
     reg.add_argument("--regularization", type=_bounded(float, 0.0, 1e6), default=None,
                      help="refinement smoothness weight (>= 0; default: the preset's)")
     reg.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -477,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="first (default), previous (chained), mean, or a frame index")
     for action in reg._actions:  # the registration options, exactly as `register` has them
         if action.dest in ("preset", "refine_steps", "time_budget", "no_qa", "no_refine_affine",
-                           "no_affine_start", "regularization", "device", "seed", "overwrite"):
+                           "no_affine_start", "no_fallback", "regularization", "device", "seed",
+                           "overwrite"):
             se._add_action(action)
     se.add_argument("--model", default="deformable",
                     help="rigid (rotation + translation in mm, no network), affine (affine-only "
@@ -498,8 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     ba.add_argument("--dashboard", action="store_true", help="print the dask dashboard's link")
     for action in reg._actions:  # the registration options, exactly as `register` has them
         if action.dest in ("model", "preset", "refine_steps", "time_budget", "no_qa",
-                           "no_refine_affine", "no_affine_start", "regularization", "device",
-                           "seed"):
+                           "no_refine_affine", "no_affine_start", "no_fallback",
+                           "regularization", "device", "seed"):
             ba._add_action(action)
     ba.set_defaults(func=cmd_batch)
 
@@ -537,7 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a fixed refinement budget instead of the preset's (0: networks only)")
     ev.add_argument("--no-affine-start", action="store_true",
                     help="the model's networks alone: no affine start from the zoo's affine "
-                         "network (what the model cards' 'network only' rows measure)")
+                         "network (the model cards' 'network only' rows: with --refine-steps 0 "
+                         "--no-fallback)")
+    ev.add_argument("--no-fallback", action="store_true",
+                    help="keep a result that matches worse than the input (the raw network)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--output", help="write the full report as JSON")
     ev.set_defaults(func=cmd_evaluate)

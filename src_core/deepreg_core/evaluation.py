@@ -106,7 +106,8 @@ def case_metrics(result, fixed_labels: Image, truth: np.ndarray) -> dict[str, fl
 def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int = 1000,
                    shape: Sequence[int] | None = None, refine_steps: int | None = 0,
                    preset: str = "auto", device: str = "auto",
-                   case_options: dict | None = None, affine_start: bool | None = None) -> dict:
+                   case_options: dict | None = None, affine_start: bool | None = None,
+                   fallback: bool | None = None) -> dict:
     """Register ``cases`` pairs with known ground truth; per-case numbers and medians.
 
     ``refine_steps`` is a fixed refinement budget (0: the network alone); ``None`` lets
@@ -114,7 +115,9 @@ def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int 
     ``case_options`` override the cases' transform magnitudes (:func:`make_case` options, e.g.
     ``{"deformable": False, "rotation": 20.0}`` for pure affines). ``affine_start`` is
     :func:`~deepreg_core.inference.register`'s (None: the preset's; False: a deformable model's
-    networks exactly, without the zoo's affine network before them).
+    networks exactly, without the zoo's affine network before them); ``fallback`` too (False:
+    the networks' field even when it matches worse than its start, as the cards' "network only"
+    rows measure).
 
     Returns ``{"model", "data", "cases": [...], "summary": {metric: median}}``.
     """
@@ -139,7 +142,7 @@ def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int 
         start = time.perf_counter()
         result = register(fixed, moving, model=model, refine_steps=refine_steps, preset=preset,
                           device=device, fixed_labels=fixed_labels, moving_labels=moving_labels,
-                          seed=seed + k, affine_start=affine_start)
+                          seed=seed + k, affine_start=affine_start, fallback=fallback)
         row = case_metrics(result, fixed_labels, truth)
         row["seconds"] = time.perf_counter() - start
         rows.append(row)
@@ -147,5 +150,6 @@ def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int 
     summary = {key: statistics.median(r[key] for r in rows) for key in keys}
     return {"model": str(model), "data": data, "shape": list(shape), "refine_steps": refine_steps,
             "preset": preset if refine_steps is None else None, "case_options": case_options,
+            "affine_start": affine_start, "fallback": fallback,
             "cases": rows,
             "summary": summary}

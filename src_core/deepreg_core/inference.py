@@ -53,8 +53,12 @@ class Preset:
     tolerance : float or None
         Early stopping of each refinement level (:class:`deepreg_core.optimize.Plateau`).
     fallback : bool
-        When the networks' result matches worse than the input, refine from the identity (or the
-        affine stage) instead, and keep whichever of the candidates matches best.
+        Never return a result that matches worse than the input by the guard's measure (mutual
+        information, :data:`GUARD_TOLERANCE`). With refinement: when the networks' result
+        matches worse than its start, refine from the identity (or the affine stage) instead,
+        and keep whichever of the candidates matches best. Without (``fast``): a networks'
+        field that matches worse than its start (the affine stage, or the input) is not used;
+        the start is the result (an identical pair stays exactly still).
     affine_start : bool
         With deformable zoo (or folder) models only, the zoo's affine network aligns the pair
         first when its estimate moves the pair (half a voxel somewhere) to a higher mutual
@@ -74,7 +78,7 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # network(s) only: one forward pass
-    "fast": Preset(refine_steps=0, tolerance=None, fallback=False, affine_start=True),
+    "fast": Preset(refine_steps=0, tolerance=None, fallback=True, affine_start=True),
     # the default: networks, then refinement that stops each level when it stops paying
     "auto": Preset(refine_steps=60, tolerance=2e-3, fallback=True, affine_start=True),
     # a larger budget and a stricter plateau test
@@ -268,6 +272,7 @@ class RegisterOptions:
     seed: int
     start: float
     affine_start: bool = False
+    fallback: bool = True
 
     @classmethod
     def build(cls, *, preset: str = "auto", refine_steps: int | None = None,
@@ -275,7 +280,7 @@ class RegisterOptions:
               refine_affine: bool = True, regularization: float | None = None,
               similarity: str | None = None, qa: bool = True, device: str = "auto",
               seed: int = 0, start: float | None = None,
-              affine_start: bool | None = None) -> RegisterOptions:
+              affine_start: bool | None = None, fallback: bool | None = None) -> RegisterOptions:
         """Validate and resolve the preset's defaults; ValueError says what is wrong."""
         start = time.perf_counter() if start is None else start
         if regularization is not None and not 0 <= float(regularization) <= MAX_REGULARIZATION:
@@ -303,7 +308,8 @@ class RegisterOptions:
                    refine_affine=bool(refine_affine), regularization=regularization,
                    similarity=similarity, qa=bool(qa), device=device, seed=int(seed),
                    start=start, affine_start=chosen.affine_start if affine_start is None
-                   else bool(affine_start))
+                   else bool(affine_start),
+                   fallback=chosen.fallback if fallback is None else bool(fallback))
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,6 +327,7 @@ def register_iter(
     time_budget: float | None = None,
     refine_affine: bool = True,
     affine_start: bool | None = None,
+    fallback: bool | None = None,
     regularization: float | None = None,
     similarity: str | None = None,
     qa: bool = True,
@@ -370,6 +377,10 @@ def register_iter(
         levels run from the identity and from that start and the better end is kept. Off (or
         ``refine_affine=False``): exactly the deformable networks, and the affine levels from the
         identity.
+    fallback : bool, optional
+        Overrides the preset's :attr:`Preset.fallback` (on in every preset): ``False`` returns
+        the method's result even when it matches worse than the input (the guard still warns);
+        what the model cards' "network only" rows measure.
     regularization : float, optional
         Weight of the diffusion penalty on the refinement's residual velocity (default
         ``optimize.DEFAULT_REGULARIZATION``); larger is smoother.
@@ -401,11 +412,12 @@ def register_iter(
     unregistered pair's (and Dice / TRE when labels / points are given). A result that is worse
     is reported in ``result.warnings`` and ``metrics["worse_than_input"]``; fallbacks taken, and
     an affine start the result used, are in ``result.notes`` (``result.model_name`` then names the
-    affine network too; the ``Started`` event names the requested models). With a preset that
-    has the fallback (``auto``, ``accurate``), a network result worse than the input is not used
-    as the refinement's seed (the identity, or the affine stage, is), a refined result worse than
-    the input is refined again from the identity, and the best-matching candidate — the
-    unregistered pair included — is kept.
+    affine network too; the ``Started`` event names the requested models). With the fallback (on
+    in every preset, ``fallback=False`` turns it off), a network result worse than its start is
+    not used: without refinement the start (the affine stage, or the input) is the result; with
+    refinement it is the refinement's seed instead, a refined result worse than the input is
+    refined again from the identity, and the best-matching candidate — the unregistered pair
+    included — is kept. Landmarks are never overruled by it.
     """
     from deepreg_core import landmarks, losses, optimize, spatial
 
@@ -416,8 +428,8 @@ def register_iter(
     opts = RegisterOptions.build(
         preset=preset, refine_steps=refine_steps, tolerance=tolerance, time_budget=time_budget,
         refine_affine=refine_affine, regularization=regularization, similarity=similarity, qa=qa,
-        device=device, seed=seed, start=t0, affine_start=affine_start)
-    steps, tol, deadline, chosen = opts.steps, opts.tolerance, opts.deadline, opts.chosen
+        device=device, seed=seed, start=t0, affine_start=affine_start, fallback=fallback)
+    steps, tol, deadline = opts.steps, opts.tolerance, opts.deadline
     ndim = fixed.ndim
     dev = resolve_device(device)
     torch.manual_seed(seed)
@@ -541,18 +553,22 @@ def register_iter(
     # input, else the identity
     mi_affine = score(u_affine) if u_affine is not None else None
     affine_ok = mi_affine is not None and mi_affine >= mi_input * (1 - GUARD_TOLERANCE)
-    fallback: tuple[torch.Tensor, np.ndarray | None] = (
+    fallback_start: tuple[torch.Tensor, np.ndarray | None] = (
         (u_affine, affine) if affine_ok and u_affine is not None else (torch.zeros_like(u), None))
     fallback_name = "the affine stage" if affine_ok else "the identity"
     reference = mi_affine if affine_ok and mi_affine is not None else mi_input
     # landmarks are the user's statement of correspondence: no similarity overrules them
-    use_fallback = chosen.fallback and guide is None
-    if steps and use_fallback and stages and u is not fallback[0] and \
-            score(u) < reference * (1 - GUARD_TOLERANCE):
-        # the networks made the pair worse: do not seed the refinement with their field
-        notes.append("the network result matched worse than its input; refinement started "
-                     f"from {fallback_name}")
-        u, affine = fallback
+    use_fallback = opts.fallback and guide is None
+    if use_fallback and stages and u is not fallback_start[0]:
+        mi_networks = score(u)
+        if mi_networks < reference * (1 - GUARD_TOLERANCE):
+            # the networks made the pair worse: their field neither seeds the refinement nor,
+            # without refinement, is the result
+            notes.append(f"the network result matched worse than its input (mutual information "
+                         f"{mi_networks:.3f} vs {reference:.3f}); "
+                         + (f"refinement started from {fallback_name}" if steps
+                            else f"kept {fallback_name}"))
+            u, affine = fallback_start
 
     if steps:
         def refine(start: torch.Tensor, start_affine, base: int):
@@ -574,8 +590,8 @@ def register_iter(
             return
         candidates = [(score(found[0]), "refined", found)]
         if use_fallback and candidates[0][0] < mi_input * (1 - GUARD_TOLERANCE):
-            if u is not fallback[0]:  # it was seeded by a network: try again without it
-                again = yield from refine(fallback[0], fallback[1], step)
+            if u is not fallback_start[0]:  # it was seeded by a network: try again without it
+                again = yield from refine(fallback_start[0], fallback_start[1], step)
                 if again is None:
                     yield Stopped(step=step, checkpoint=None)
                     return

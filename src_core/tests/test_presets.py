@@ -72,13 +72,42 @@ def test_auto_stops_early_on_an_identical_pair():
     assert result.metrics["worse_than_input"] == 0.0
 
 
-def test_fast_is_the_network_alone_and_the_guard_reports_a_worse_result():
+def test_fast_without_fallback_is_the_network_alone_and_the_guard_reports_a_worse_result():
     fixed, moving, _ = _pair()
-    result = register(fixed, moving, model=_shifting_net(7.0), preset="fast")
+    result = register(fixed, moving, model=_shifting_net(7.0), preset="fast", fallback=False)
     np.testing.assert_allclose(result.displacement[0], 7.0, atol=1e-4)  # untouched network field
     assert result.metrics["worse_than_input"] == 1.0
     assert result.metrics["mi_after"] < result.metrics["mi_before"]
     assert any("mutual information" in w for w in result.warnings)
+    assert result.notes == ()
+
+
+def test_fast_keeps_the_input_when_the_network_makes_the_pair_worse():
+    fixed, moving, _ = _pair()
+    result = register(fixed, moving, model=_shifting_net(7.0), preset="fast")
+    assert np.abs(result.displacement).max() == 0.0  # the start: the unregistered pair
+    assert result.warnings == () and result.metrics["worse_than_input"] == 0.0
+    assert result.metrics["mi_after"] == pytest.approx(result.metrics["mi_before"])
+    assert any("kept the identity" in n for n in result.notes)
+    # a network that helps is untouched by it
+    good = register(fixed, moving, model=_shifting_net(0.0), preset="fast")
+    assert good.notes == ()
+
+
+@pytest.mark.parametrize("data, model", [("mni", "deformable-3d"), ("slice", "global-local-2d")])
+def test_fast_keeps_an_identical_pair_exactly_still(data, model):
+    """The trained deformable networks move an identical pair a little (up to 0.5-0.9 voxel
+    somewhere, mutual information 3-4 % lower: measured with ``fallback=False``); the default
+    ``fast`` returns the identity and says why."""
+    from deepreg_core.evaluation import SHAPES, make_case
+
+    fixed = make_case(data, SHAPES[data], 1000)[0]
+    raw = register(fixed, fixed, model=model, preset="fast", qa=False, fallback=False)
+    assert np.abs(raw.displacement).max() > 0.1  # what the network alone does
+    result = register(fixed, fixed, model=model, preset="fast", qa=False)
+    assert np.abs(result.displacement).max() == 0.0
+    np.testing.assert_array_equal(result.warped.data, fixed.data)
+    assert result.warnings == () and any("kept the identity" in n for n in result.notes)
 
 
 def test_auto_falls_back_when_the_network_makes_the_pair_worse():
@@ -134,13 +163,14 @@ def test_cli_warns_in_one_line_and_records_the_guard(tmp_path, capsys):
     write_image(moving, tmp_path / "m.nii.gz")
     out = tmp_path / "out"
     code = cli.main(["register", str(tmp_path / "f.nii.gz"), str(tmp_path / "m.nii.gz"), "-o",
-                     str(out), "--model", str(folder), "--preset", "fast", "--no-qa"])
+                     str(out), "--model", str(folder), "--preset", "fast", "--no-qa",
+                     "--no-fallback"])
     assert code == 0
     err = capsys.readouterr().err
     assert "deepreg-core: warning:" in err and "mutual information" in err
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["worse_than_input"] == 1.0 and saved["preset"] == "fast" and saved["warnings"]
-    assert saved["notes"] == []  # 'fast' has no fallback to take
+    assert saved["notes"] == []  # --no-fallback: no fallback to take
     assert not (out / "jacobian.nii.gz").exists() and not (out / "saliency.nii.gz").exists()
     code = cli.main(["register", str(tmp_path / "f.nii.gz"), str(tmp_path / "m.nii.gz"), "-o",
                      str(tmp_path / "out2"), "--model", str(folder), "--time-budget", "-1"])
@@ -259,3 +289,16 @@ def test_cli_affine_start_is_on_by_default_and_off_with_its_flag(tmp_path):
     assert found[False][0]["model"] == "affine-2d+global-local-2d"
     assert found[True][0]["model"] == "global-local-2d" and found[True][0]["notes"] == []
     assert found[False][1] < 0.5 * found[True][1]
+
+
+@pytest.mark.parametrize("argv", [["register", "f.nii", "m.nii", "-o", "out"],
+                                  ["series", "s.nii", "-o", "out", "--time-axis", "3"],
+                                  ["batch", "pairs.csv", "-o", "out"],
+                                  ["evaluate", "deformable-3d"]])
+def test_every_registration_command_takes_no_fallback(argv):
+    """`--no-fallback` reaches register()'s ``fallback`` from each command; absent, the preset's
+    (None)."""
+    parser = cli.build_parser()
+    assert cli._switches(parser.parse_args(argv + ["--no-fallback"]))["fallback"] is False
+    switches = cli._switches(parser.parse_args(argv))
+    assert switches["fallback"] is None and switches["affine_start"] is None

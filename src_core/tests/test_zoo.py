@@ -100,7 +100,7 @@ def test_trained_deformable_2d_recovers_deformations_it_never_saw():
                                                                       seed)
         result = register(fixed, moving, model="deformable-2d", preset="fast", device="cpu",
                           fixed_labels=fixed_labels, moving_labels=moving_labels, qa=False,
-                          affine_start=False)  # the deformable network alone
+                          affine_start=False, fallback=False)  # the deformable network alone
         spacing = np.asarray(fixed.spacing).reshape(-1, 1, 1)
         brain = np.asarray(fixed_labels.data) > 0
         before = np.linalg.norm(truth * spacing, axis=0)[brain].mean()
@@ -123,7 +123,7 @@ def test_trained_deformable_3d_recovers_a_deformation_it_never_saw():
     fixed, moving, fixed_labels, moving_labels, truth = make_case("mni", SHAPES["mni"], 1003)
     result = register(fixed, moving, model="deformable-3d", preset="fast", device="cpu",
                       fixed_labels=fixed_labels, moving_labels=moving_labels, qa=False,
-                      affine_start=False)  # the deformable network alone
+                      affine_start=False, fallback=False)  # the deformable network alone
     spacing = np.asarray(fixed.spacing).reshape(-1, 1, 1, 1)
     brain = np.asarray(fixed_labels.data) > 0
     before = np.linalg.norm(truth * spacing, axis=0)[brain].mean()
@@ -156,7 +156,8 @@ def test_trained_affine_networks_recover_affines_they_never_saw(name, data, seed
         fixed, moving, fixed_labels, moving_labels, truth = make_case(data, SHAPES[data], seed,
                                                                       **options)
         result = register(fixed, moving, model=name, refine_steps=0, device="cpu",
-                          fixed_labels=fixed_labels, moving_labels=moving_labels, qa=False)
+                          fixed_labels=fixed_labels, moving_labels=moving_labels, qa=False,
+                          fallback=False)  # the network's field, raw
         spacing = np.asarray(fixed.spacing).reshape((-1,) + (1,) * fixed.ndim)
         brain = np.asarray(fixed_labels.data) > 0
         before = np.linalg.norm(truth * spacing, axis=0)[brain].mean()
