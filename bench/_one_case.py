@@ -286,7 +286,9 @@ def run_deepreg(case: Case, model: str, refine_steps: int | None, preset: str | 
         # peers do not compute either
         kwargs = {"model": "auto", "preset": preset, "qa": False}
     else:
-        kwargs = {"model": model, "refine_steps": refine_steps}
+        # an explicit model and budget: with 0 the network's own field (no fallback)
+        kwargs = {"model": model, "refine_steps": refine_steps,
+                  "fallback": False if refine_steps == 0 else None}
     start = time.perf_counter()
     result = register(fixed, moving, device="cpu", seed=seed, **kwargs)
     seconds = time.perf_counter() - start

@@ -6,7 +6,8 @@ Pairs of MNI152 slices (``make_case("slice")``, seeds 1000+) under a known defor
 moving image also holds a lesion with no counterpart in the fixed image: a disc of radius 6-12
 voxels inside the brain, filled with a constant (dark: missing tissue, or bright: a lesion). The
 endpoint error (mm) is measured inside the brain *outside* the lesion (a 3-voxel margin), where
-the registration should be unaffected, with the ``fast`` (network only) and ``auto`` presets.
+the registration should be unaffected, with the ``fast`` (networks only, as a user runs it) and
+``auto`` presets.
 Writes ``bench/results/lesion_pairs.json`` and prints a table of medians.
 """
 

@@ -47,7 +47,7 @@ def measure(what: str, model: str, repeats: int) -> dict:
                 net(f, f)
     elif what == "register":
         def run():
-            register(fixed, moving, model=net, refine_steps=0, device="cpu")
+            register(fixed, moving, model=net, refine_steps=0, device="cpu", fallback=False)
     elif what == "register-fast":
         def run():
             register(fixed, moving, model=model, preset="fast", device="cpu")

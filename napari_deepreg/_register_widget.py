@@ -54,7 +54,7 @@ MODEL_KINDS = ("auto", "deformable", "affine", "affine+deformable", "global-loca
 
 PRESET_HELP = {
     "auto": "networks, then refinement that stops when it stops paying (default)",
-    "fast": "networks only: one forward pass",
+    "fast": "networks only: one forward pass (kept when it does not match worse)",
     "accurate": "a larger refinement budget and a stricter stop",
 }
 

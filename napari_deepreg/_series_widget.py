@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QLabel, QWidget
 from deepreg_core import api
 from napari_deepreg import _layers
 from napari_deepreg._docks import scrolling_body
-from napari_deepreg._jobs import JobRunner, notify_error, notify_warning
+from napari_deepreg._jobs import JobRunner, notify_error, notify_info, notify_warning
 from napari_deepreg._loss_plot import LossPlot
 from napari_deepreg._register_job import JobFailed
 
@@ -186,6 +186,11 @@ class SeriesWidget(QWidget):
                 self.status_label.value = f"cancelled: {done}/{total} frames kept"
             else:
                 self.status_label.value = "done"
+                if result.notes:  # fallbacks and affine starts, per frame: information
+                    shown = "; ".join(result.notes[:3])
+                    more = len(result.notes) - 3
+                    notify_info(shown + (f"; and {more} more frame notes"
+                                         if more > 0 else ""))
                 if result.warnings:
                     notify_warning("; ".join(result.warnings))
         elif isinstance(event, JobFailed):

@@ -189,6 +189,8 @@ def cmd_register_channels(args: argparse.Namespace) -> int:
                                        moving_path=args.moving)
             write_frames(last.result.warped_channels, result.fixed,
                          staging / f"warped_channels{suffix}")
+    for note in result.notes:
+        print(f"deepreg-core: note: {note}", file=sys.stderr)
     for warning in result.warnings:
         print(f"deepreg-core: warning: {warning}", file=sys.stderr)
     summary = {**summary, "channel": last.result.channel,
@@ -250,7 +252,7 @@ def _write_series(result, stack, folder: Path, source: str, config: dict) -> dic
                "device": config.get("device"),
                "mean_drift_mm": float(result.drift_mm.mean()),
                "mean_drift_vector_mm": result.drift_vector_mm.mean(axis=0).tolist(),
-               "warnings": list(result.warnings)}
+               "warnings": list(result.warnings), "notes": list(result.notes)}
     _write_json({**summary, "frames": rows}, folder / "metrics.json")
     return summary
 
@@ -296,6 +298,8 @@ def cmd_series(args: argparse.Namespace) -> int:
             raise ValueError("stopped before the first frame was registered; nothing written")
         with staged_folder(out) as staging:
             summary = _write_series(result, stack, staging, args.stack, config)
+    for note in result.notes:
+        print(f"deepreg-core: note: {note}", file=sys.stderr)
     for warning in result.warnings:
         print(f"deepreg-core: warning: {warning}", file=sys.stderr)
     if not result.complete:
@@ -407,8 +411,8 @@ def _switches(args: argparse.Namespace) -> dict[str, bool | None]:
     out: dict[str, bool | None] = {}
     if hasattr(args, "no_refine_affine"):
         out["refine_affine"] = not args.no_refine_affine
-    out["affine_start"] = False if args.no_affine_start else None
-    out["fallback"] = False if args.no_fallback else None
+    out["affine_start"] = False if getattr(args, "no_affine_start", False) else None
+    out["fallback"] = False if getattr(args, "no_fallback", False) else None
     return out
 
 
@@ -436,13 +440,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "runs the network)")
     reg.add_argument("--preset", default="auto", choices=["auto", "fast", "accurate"],
                      help="auto (default): networks, then refinement that stops when it stops "
-                          "paying, with a fallback when the network makes the pair worse; "
-                          "fast: networks only; accurate: a larger refinement budget "
+                          "paying; fast: networks only; accurate: a larger refinement budget; "
+                          "every preset falls back (to the networks' start, or refinement "
+                          "without them) when the networks make the pair worse: --no-fallback "
                           "(before a deformable zoo model, every preset starts from the affine "
                           "network's estimate when it improves the match: --no-affine-start)")
     reg.add_argument("--refine-steps", type=_bounded(int, 0, MAX_REFINE_STEPS), default=None,
                      help="fixed instance-optimisation budget instead of the preset's "
-                          f"(0 = networks only; at most {MAX_REFINE_STEPS})")
+                          f"(0 = networks only, with the fallback; at most {MAX_REFINE_STEPS})")
     reg.add_argument("--time-budget", type=float, default=None,
                      help="seconds after which refinement stops where it is")
     reg.add_argument("--no-qa", action="store_true",

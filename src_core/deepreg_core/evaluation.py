@@ -110,7 +110,8 @@ def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int 
                    fallback: bool | None = None) -> dict:
     """Register ``cases`` pairs with known ground truth; per-case numbers and medians.
 
-    ``refine_steps`` is a fixed refinement budget (0: the network alone); ``None`` lets
+    ``refine_steps`` is a fixed refinement budget (0: the networks alone, with the preset's
+    fallback unless ``fallback=False``); ``None`` lets
     ``preset`` (``"auto"``, ``"fast"``, ``"accurate"``) decide, as the CLI does without flags.
     ``case_options`` override the cases' transform magnitudes (:func:`make_case` options, e.g.
     ``{"deformable": False, "rotation": 20.0}`` for pure affines). ``affine_start`` is

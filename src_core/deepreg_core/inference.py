@@ -360,7 +360,8 @@ def register_iter(
         stops improving (cap :data:`PRESETS` ``["auto"].refine_steps``), with the fallback below.
         ``"fast"``: the networks only. ``"accurate"``: a larger cap and a stricter stop.
     refine_steps : int, optional
-        Overrides the preset's refinement budget (0 = network only). Given explicitly, every step
+        Overrides the preset's refinement budget (0 = networks only, with the fallback unless
+        ``fallback=False``). Given explicitly, every step
         runs (no early stopping) unless ``tolerance`` is given too; see
         :func:`deepreg_core.optimize.schedule` for how it is split over the levels.
     tolerance : float, optional
@@ -561,11 +562,13 @@ def register_iter(
     use_fallback = opts.fallback and guide is None
     if use_fallback and stages and u is not fallback_start[0]:
         mi_networks = score(u)
-        if mi_networks < reference * (1 - GUARD_TOLERANCE):
+        # worse than its start, or than the input (an affine stage the guard tolerates may sit
+        # just below the input: the result must not fall further)
+        if mi_networks < max(reference, mi_input) * (1 - GUARD_TOLERANCE):
             # the networks made the pair worse: their field neither seeds the refinement nor,
             # without refinement, is the result
-            notes.append(f"the network result matched worse than its input (mutual information "
-                         f"{mi_networks:.3f} vs {reference:.3f}); "
+            notes.append(f"the network result matched worse than its start, {fallback_name} "
+                         f"(mutual information {mi_networks:.3f} vs {reference:.3f}); "
                          + (f"refinement started from {fallback_name}" if steps
                             else f"kept {fallback_name}"))
             u, affine = fallback_start

@@ -89,6 +89,9 @@ class SeriesResult:
         ``"first"``, ``"previous"``, ``"mean"`` or the reference frame's index.
     warnings : tuple of str
         The guard's findings, prefixed with the frame (``"frame 3: ..."``).
+    notes : tuple of str
+        Fallbacks and affine starts the preset took (``RegistrationResult.notes``), prefixed
+        with the frame.
     """
 
     corrected: np.ndarray
@@ -101,6 +104,7 @@ class SeriesResult:
     total_frames: int
     reference: str | int
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -254,6 +258,7 @@ def register_series_iter(
     rows: list[dict[str, float]] = []
     drift: list[tuple[float, np.ndarray]] = []
     warnings: list[str] = []
+    notes: list[str] = []
     chain: torch.Tensor | None = None  # U_{t-1} for "previous"
     stopped = False
     for t in range(count):
@@ -283,6 +288,7 @@ def register_series_iter(
                                          frames[t]).data
             row = {k: float(result.metrics[k]) for k in _PAIR_METRICS if k in result.metrics}
             warnings += [f"frame {t}: {w}" for w in result.warnings]
+            notes += [f"frame {t}: {n}" for n in result.notes]
         if reference == "previous":
             chain = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))[None]
         length, vector = _drift(u, grid.spacing)
@@ -306,7 +312,7 @@ def register_series_iter(
         drift_mm=np.array([d[0] for d in drift], dtype=np.float64),
         drift_vector_mm=np.array([d[1] for d in drift], dtype=np.float64).reshape(done, grid.ndim),
         metrics=tuple(rows), frames_done=done, total_frames=count, reference=reference,
-        warnings=tuple(warnings))
+        warnings=tuple(warnings), notes=tuple(notes))
     if stopped:
         yield Stopped(step=done, result=result)
     else:

@@ -253,7 +253,7 @@ def test_fast_runs_the_affine_network_before_a_deformable_one_and_does_better():
         for start in (True, False):
             result = register(fixed, moving, model="global-local", preset="fast", device="cpu",
                               fixed_labels=fixed_labels, moving_labels=moving_labels, qa=False,
-                              affine_start=start)
+                              affine_start=start, fallback=False)  # the networks' own fields
             errors[start].append(np.linalg.norm(result.displacement - truth, axis=0)[brain].mean())
             dice[start].append(result.metrics["dice_after"])
             if not start:
@@ -278,7 +278,7 @@ def test_cli_affine_start_is_on_by_default_and_off_with_its_flag(tmp_path):
     write_image(moving, tmp_path / "m.nii.gz")
     brain = np.asarray(fixed_labels.data) > 0
     found = {}
-    for flag in ([], ["--no-affine-start"]):
+    for flag in ([], ["--no-affine-start", "--no-fallback"]):  # the latter: the network alone
         out = tmp_path / ("plain" if flag else "default")
         code = cli.main(["register", str(tmp_path / "f.nii.gz"), str(tmp_path / "m.nii.gz"),
                          "-o", str(out), "--preset", "fast", "--no-qa", *flag])

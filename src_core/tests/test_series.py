@@ -186,6 +186,9 @@ def test_cli_series_writes_the_corrected_stack_metrics_and_drift(series, tmp_pat
     rows = list(csv.DictReader(open(tmp_path / "b" / "drift.csv")))
     assert [row["frame"] for row in rows] == ["0", "1", "2", "3"] and "drift_axis1_mm" in rows[0]
     assert (tmp_path / "b" / "metrics.csv").is_file() and (tmp_path / "b" / "metrics.json").is_file()
+    import json
+
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["notes"] == []
 
 
 def test_cli_channels_and_bad_input_end_with_one_line(series, tmp_path, capsys):
@@ -220,3 +223,25 @@ def test_a_rigid_series_recovers_the_drift(series):
     result = register_series(series, time_axis=2, spacing=(0.5, 0.5), reference="first",
                              model="rigid", preset="auto", device="cpu")
     assert np.abs(_recovered(result) - SHIFTS).max() < 0.15
+
+
+def test_fallbacks_are_kept_per_frame_and_written(series, tmp_path):
+    """A network that shifts every frame by 7 voxels (worse than doing nothing): `fast` keeps
+    each frame where it was and the series says so per frame; ``fallback=False`` keeps the
+    shift."""
+    from deepreg_core.models import ModelConfig, build_model
+
+    net = build_model(ModelConfig(kind="deformable", ndim=2, features=[8, 16],
+                                  diffeomorphic=False))
+    with torch.no_grad():
+        net.head.conv.weight.zero_()
+        net.head.conv.bias.zero_()
+        net.head.conv.bias[0] = 7.0
+    frames = [Image.from_array(series[..., t]) for t in range(3)]
+    kept = register_series(frames, model=net, preset="fast", device="cpu")
+    assert [note.split(":")[0] for note in kept.notes] == ["frame 1", "frame 2"]
+    assert all("kept the identity" in note for note in kept.notes)
+    np.testing.assert_allclose(kept.drift_mm, 0.0)
+    raw = register_series(frames, model=net, preset="fast", device="cpu", fallback=False)
+    assert raw.notes == () and raw.warnings
+    np.testing.assert_allclose(raw.drift_mm[1:], 7.0, rtol=1e-3)
