@@ -42,6 +42,8 @@ DATA = {
     "slice": "2D MNI152 slices (any orientation, position, layout), 128×128, spacing 2 mm",
     "mni": "MNI152 2 mm volumes, 99×117×95, spacing 2 mm",
     "mni1mm": "MNI152 1 mm volumes, 197×233×189, spacing 1 mm",
+    "t1slice": "dipy's real T1 coronal slice (not MNI152), 256×256, spacing 1 mm; labels: its "
+               "four multi-Otsu intensity classes",
 }
 # module(s) a peer imports -> the pip command that provides them
 REQUIRES = {

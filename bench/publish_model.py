@@ -40,8 +40,10 @@ def card_text(name: str, ckpt: Path, old_card: str, recipe: str | None = None) -
     last_train = (history.get("train") or [{}])[-1]
     last_val = (history.get("val") or [{}])[-1]
     evaluation = "(run `python bench/evaluate_zoo.py " + name + "` to fill this section)"
+    after = ""  # what follows the evaluation (the targets met and missed) is kept as written
     if EVAL_START in old_card:
         evaluation = old_card.split(EVAL_START)[1].split(EVAL_END)[0].strip()
+        after = old_card.split(EVAL_END, 1)[1].strip() if EVAL_END in old_card else ""
     m, d, lo = cfg.model, cfg.data, cfg.loss
     source = {"synthetic": "SynthMorph-style synthetic label maps rendered with random contrasts",
               "mni": "nilearn's MNI152 2009 T1 template (2 mm) with its GM/WM maps, under random "
@@ -115,7 +117,7 @@ def card_text(name: str, ckpt: Path, old_card: str, recipe: str | None = None) -
 {EVAL_START}
 {evaluation}
 {EVAL_END}
-"""
+""" + (f"\n{after}\n" if after else "")
 
 
 def main(run: str, name: str) -> None:

@@ -19,7 +19,8 @@ from deepreg_core.image import Image
 MNI_SPACING_MM = 2.0
 # Default shapes of the data kinds (array order): nilearn's MNI152 at 2 mm and at 1 mm, and the
 # 2D slices of ``"slice"``.
-SHAPES = {"mni": (99, 117, 95), "mni1mm": (197, 233, 189), "slice": (128, 128)}
+SHAPES = {"mni": (99, 117, 95), "mni1mm": (197, 233, 189), "slice": (128, 128),
+          "t1slice": (256, 256)}
 # The 2 mm cases' transform magnitudes (voxels where a length): deformation up to 2.5 voxels
 # (5 mm) std, shifts up to 3 voxels (6 mm), rotations up to 6°, scales 5 %, shears 0.02.
 _MNI_OPTIONS = dict(deformable=True, affine=True, velocity_std=2.5, rotation=6.0, scale=0.05,
@@ -65,6 +66,8 @@ def make_case(data: str, shape: Sequence[int], seed: int, **options):
         opts.update(options)
         pair = synth.mni_pair(tuple(shape), seed, **opts)
         spacing = (MNI_SPACING_MM,) * 2
+    elif data == "t1slice":
+        return _t1_slice_case(seed, **options)
     elif data == "synthetic":
         opts = dict(deformable=True, affine=False)
         opts.update(options)
@@ -72,7 +75,7 @@ def make_case(data: str, shape: Sequence[int], seed: int, **options):
         spacing = (1.0,) * len(shape)
     else:
         raise ValueError(
-            f"data: expected 'synthetic', 'mni', 'mni1mm' or 'slice', got {data!r}."
+            f"data: expected 'synthetic', 'mni', 'mni1mm', 'slice' or 't1slice', got {data!r}."
         )
 
     def image(t: torch.Tensor, dtype=np.float32) -> Image:
@@ -80,6 +83,45 @@ def make_case(data: str, shape: Sequence[int], seed: int, **options):
 
     return (image(pair.fixed), image(pair.moving), image(pair.fixed_labels, np.int32),
             image(pair.moving_labels, np.int32), pair.displacement[0].numpy())
+
+
+def _t1_slice_case(seed: int, **options):
+    """dipy's real T1 coronal slice (256 x 256, 1 mm; not MNI152, never in training) under the
+    ``"mni"`` transform magnitudes in voxels; labels: its four multi-Otsu intensity classes
+    (background, CSF-dark, grey-, white-matter-bright), warped with the image."""
+    from pathlib import Path
+
+    from skimage.filters import threshold_multiotsu
+
+    from deepreg_core import spatial
+    from deepreg_core.synth.pairs import ground_truth
+    from deepreg_core.synth.transforms import random_affine, random_velocity
+
+    try:
+        import dipy
+    except ImportError as error:
+        raise ValueError("data 't1slice': needs dipy's test image (pip install dipy).") from error
+    image = np.load(Path(dipy.__file__).parent / "data" / "files" / "t1_coronal_slice.npy")
+    image = image.astype(np.float32) / max(float(np.percentile(image, 99.5)), 1e-6)
+    labels = np.digitize(image, threshold_multiotsu(image, classes=4)).astype(np.int32)
+    opts = dict(_MNI_OPTIONS)
+    opts.update(options)
+    shape = image.shape
+    g = torch.Generator().manual_seed(seed)
+    velocity = random_velocity(shape, g, opts["velocity_std"]) if opts["deformable"] else None
+    matrix = random_affine(shape, g, rotation=opts["rotation"], scale=opts["scale"],
+                           shear=opts["shear"], translation=opts["translation"]) \
+        if opts["affine"] else None
+    forward, inverse = ground_truth(shape, velocity, matrix, 7)
+    moving = spatial.warp(torch.from_numpy(image)[None, None], inverse, padding="zeros")
+    moving_labels = spatial.warp(torch.from_numpy(labels.astype(np.float32))[None, None],
+                                 inverse, mode="nearest", padding="zeros")
+
+    def as_image(a: np.ndarray, dtype=np.float32) -> Image:
+        return Image.from_array(np.asarray(a).astype(dtype), spacing=(1.0, 1.0))
+
+    return (as_image(image), as_image(moving[0, 0].numpy()), as_image(labels, np.int32),
+            as_image(moving_labels[0, 0].numpy(), np.int32), forward[0].numpy())
 
 
 def case_metrics(result, fixed_labels: Image, truth: np.ndarray) -> dict[str, float]:
@@ -132,7 +174,7 @@ def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int 
         if data == "mni":
             ndim = zoo.get(names.split("+")[-1]).config().model.ndim if names else 3
             shape = (99, 117, 95) if ndim == 3 else (117, 99)
-        elif data in ("mni1mm", "slice"):
+        elif data in ("mni1mm", "slice", "t1slice"):
             shape = SHAPES[data]
         else:
             shape = tuple(zoo.get(names.split("+")[-1]).config().data.shape)

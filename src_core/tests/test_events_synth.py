@@ -376,7 +376,7 @@ def _case_tensors(case):
     return (*[_as_tensor(image) for image in images], torch.from_numpy(truth)[None])
 
 
-def _check_case_truth(case, shape, spacing):
+def _check_case_truth(case, shape, spacing, labels=(0, 1, 2)):
     """Shapes, spacing, and ``warp(moving, truth)`` matching ``fixed`` inside the brain."""
     fixed, moving, fixed_labels, moving_labels, truth = case
     for image in (fixed, moving, fixed_labels, moving_labels):
@@ -384,7 +384,7 @@ def _check_case_truth(case, shape, spacing):
         assert tuple(image.spacing) == pytest.approx(spacing)
     assert truth.shape == (len(shape), *shape)
     f, m, fl, ml, u = _case_tensors(case)
-    assert set(torch.unique(fl).tolist()) == {0.0, 1.0, 2.0}
+    assert set(torch.unique(fl).tolist()) == set(map(float, labels))
     brain = (fl > 0).float()
     before = float(ncc(f, m, brain))
     after = float(ncc(f, warp(m, u), brain))
@@ -430,6 +430,17 @@ def test_make_case_mni1mm_real_1mm_template():
     brain = case[2].data > 0
     epe_before_mm = float(np.linalg.norm(u[0].numpy(), axis=0)[brain].mean())
     assert 2.0 < epe_before_mm < 20.0  # the 2 mm cases' physical size (mm), not voxels of 2 mm
+
+
+def test_make_case_t1slice_is_dipys_real_slice_with_its_tissue_classes():
+    pytest.importorskip("dipy")
+    case = make_case("t1slice", (256, 256), 1000)
+    # background and three intensity classes
+    u = _check_case_truth(case, (256, 256), (1.0, 1.0), labels=(0, 1, 2, 3))
+    assert float(u.abs().max()) > 1.0  # a real transform
+    again = make_case("t1slice", (256, 256), 1000)
+    assert np.array_equal(again[1].data, case[1].data)  # reproducible
+    assert not np.array_equal(make_case("t1slice", (256, 256), 1001)[1].data, case[1].data)
 
 
 def test_make_case_rejects_unknown_data():
