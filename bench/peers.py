@@ -10,10 +10,10 @@ change in the machine's load touches them all alike. Per data kind the driver wr
 ``bench/results/peers_<data>.json`` (rows, failures, skipped peers, medians) and
 ``bench/results/peers_<data>.md``, the table it prints:
 
-method | Dice | EPE mm | folding % | reg s | process s | peak GB | × ANTs process time
+method | Dice | EPE mm | folding % | reg s | process s | peak GB | speed-up on ANTs (process)
 
 (medians over the cases; the last column is ANTs SyN's median process time over the method's,
-both measured in this run). Data kinds: ``slice`` (2D MNI152 slices, 128×128, 2 mm, a random
+both measured in this run: above 1, faster than ANTs). Data kinds: ``slice`` (2D MNI152 slices, 128×128, 2 mm, a random
 orientation per case), ``mni`` (MNI152 2 mm, 99×117×95), ``mni1mm`` (the 1 mm template,
 197×233×189: the peers take minutes per case there). A peer whose package is missing is reported
 as skipped, with the pip command that installs it (``pip install ./src_core[bench]`` installs
@@ -110,7 +110,7 @@ def table(data: str, summary: dict, rows: list[dict], skipped: dict, failures: l
              f"run in its own process. Machine: {machine['cpus']} CPU cores, load average "
              f"{machine['load_average']} at the start, {machine['date']}.")
     header = ("| method | Dice | EPE mm | folding % | reg s | process s | peak GB "
-              "| × ANTs process time |")
+              "| speed-up on ANTs (process) |")
     lines = [f"### Peers on `{data}`: {DATA.get(data, data)}", "", about, "", header,
              "|---|---|---|---|---|---|---|---|"]
     if rows:
