@@ -47,32 +47,17 @@ def scans() -> dict[str, tuple[np.ndarray, tuple[float, ...]]]:
 
 
 def make_pair(volume: np.ndarray, spacing, seed: int, affine_rotation: float | None = None):
-    import torch
-
-    from deepreg_core.evaluation import _MNI_OPTIONS
+    from deepreg_core.evaluation import transform_case
     from deepreg_core.image import Image
-    from deepreg_core.spatial import warp
-    from deepreg_core.synth.pairs import ground_truth
-    from deepreg_core.synth.transforms import random_affine, random_velocity
 
-    shape = volume.shape
-    g = torch.Generator().manual_seed(seed)
     if affine_rotation is None:  # the evaluation cases' deformation and small affine
-        velocity = random_velocity(shape, g, _MNI_OPTIONS["velocity_std"])
-        matrix = random_affine(shape, g, rotation=_MNI_OPTIONS["rotation"],
-                               scale=_MNI_OPTIONS["scale"], shear=_MNI_OPTIONS["shear"],
-                               translation=_MNI_OPTIONS["translation"])
+        moving, _, forward = transform_case(volume, seed)
     else:  # a pure affine: rotations up to affine_rotation, shifts up to 10 % of the grid
-        velocity = None
-        matrix = random_affine(shape, g, rotation=affine_rotation, scale=0.1, shear=0.03,
-                               translation=0.1 * min(shape))
-    forward, inverse = ground_truth(shape, velocity, matrix, 7)
-    fixed_t = torch.from_numpy(volume)[None, None]
-    moving_t = warp(fixed_t, inverse, padding="zeros")
+        moving, _, forward = transform_case(volume, seed, deformable=False,
+                                            rotation=affine_rotation, scale=0.1, shear=0.03,
+                                            translation=0.1 * min(volume.shape))
     affine = np.diag([*map(float, spacing), 1.0])
-    fixed = Image(volume, affine=affine)
-    moving = Image(moving_t[0, 0].numpy(), affine=affine)
-    return fixed, moving, forward[0].numpy()
+    return Image(volume, affine=affine), Image(moving, affine=affine), forward
 
 
 def main() -> None:

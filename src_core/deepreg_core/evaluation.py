@@ -93,10 +93,6 @@ def _t1_slice_case(seed: int, **options):
 
     from skimage.filters import threshold_multiotsu
 
-    from deepreg_core import spatial
-    from deepreg_core.synth.pairs import ground_truth
-    from deepreg_core.synth.transforms import random_affine, random_velocity
-
     try:
         import dipy
     except ImportError as error:
@@ -104,6 +100,41 @@ def _t1_slice_case(seed: int, **options):
     image = np.load(Path(dipy.__file__).parent / "data" / "files" / "t1_coronal_slice.npy")
     image = image.astype(np.float32) / max(float(np.percentile(image, 99.5)), 1e-6)
     labels = np.digitize(image, threshold_multiotsu(image, classes=4)).astype(np.int32)
+    moving, moving_labels, forward = transform_case(image, seed, labels=labels, **options)
+
+    def as_image(a: np.ndarray, dtype=np.float32) -> Image:
+        return Image.from_array(np.asarray(a).astype(dtype), spacing=(1.0, 1.0))
+
+    return (as_image(image), as_image(moving), as_image(labels, np.int32),
+            as_image(moving_labels, np.int32), forward)
+
+
+def transform_case(image: np.ndarray, seed: int, labels: np.ndarray | None = None,
+                   **options) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """An array under a known random transform: an evaluation case made from any image.
+
+    The transform is the ``"mni"`` cases' (a smooth deformation, then a small affine; magnitudes
+    in voxels), with ``options`` overriding any of ``deformable``, ``affine``, ``velocity_std``,
+    ``rotation``, ``scale``, ``shear``, ``translation``; it is drawn from ``seed`` alone.
+
+    Returns
+    -------
+    moving : np.ndarray
+        ``image`` warped (linear, zeros outside).
+    moving_labels : np.ndarray or None
+        ``labels`` warped the same way (nearest), when given.
+    forward : np.ndarray
+        The true displacement in voxels, shape ``(ndim, *image.shape)``: ``fixed(x)`` matches
+        ``moving(x + forward(x))``, the convention of every registration result.
+    """
+    from deepreg_core import spatial
+    from deepreg_core.synth.pairs import ground_truth
+    from deepreg_core.synth.transforms import random_affine, random_velocity
+
+    unknown = set(options) - set(_MNI_OPTIONS)
+    if unknown:
+        raise ValueError(f"transform options: expected some of {sorted(_MNI_OPTIONS)}, got "
+                         f"{sorted(unknown)}.")
     opts = dict(_MNI_OPTIONS)
     opts.update(options)
     shape = image.shape
@@ -113,15 +144,14 @@ def _t1_slice_case(seed: int, **options):
                            shear=opts["shear"], translation=opts["translation"]) \
         if opts["affine"] else None
     forward, inverse = ground_truth(shape, velocity, matrix, 7)
-    moving = spatial.warp(torch.from_numpy(image)[None, None], inverse, padding="zeros")
-    moving_labels = spatial.warp(torch.from_numpy(labels.astype(np.float32))[None, None],
-                                 inverse, mode="nearest", padding="zeros")
-
-    def as_image(a: np.ndarray, dtype=np.float32) -> Image:
-        return Image.from_array(np.asarray(a).astype(dtype), spacing=(1.0, 1.0))
-
-    return (as_image(image), as_image(moving[0, 0].numpy()), as_image(labels, np.int32),
-            as_image(moving_labels[0, 0].numpy(), np.int32), forward[0].numpy())
+    moving = spatial.warp(torch.from_numpy(np.asarray(image, np.float32))[None, None], inverse,
+                          padding="zeros")[0, 0].numpy()
+    moving_labels = None
+    if labels is not None:
+        moving_labels = spatial.warp(
+            torch.from_numpy(np.asarray(labels).astype(np.float32))[None, None], inverse,
+            mode="nearest", padding="zeros")[0, 0].numpy()
+    return moving, moving_labels, forward[0].numpy()
 
 
 def case_metrics(result, fixed_labels: Image, truth: np.ndarray) -> dict[str, float]:

@@ -443,6 +443,32 @@ def test_make_case_t1slice_is_dipys_real_slice_with_its_tissue_classes():
     assert not np.array_equal(make_case("t1slice", (256, 256), 1001)[1].data, case[1].data)
 
 
+def test_transform_case_gives_the_truth_of_any_image():
+    """A pure shift of a smooth 3D blob: the truth is that constant shift, and the moving image
+    read at x + truth(x) is the fixed image (away from the border the shift cuts)."""
+    from deepreg_core.evaluation import transform_case
+
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, 24)] * 3, indexing="ij"))
+    image = np.exp(-4 * (grid ** 2).sum(0)).astype(np.float32)
+    labels = (image > 0.5).astype(np.int32)
+    moving, moving_labels, forward = transform_case(
+        image, 7, labels=labels, deformable=False, rotation=0.0, scale=0.0, shear=0.0,
+        translation=3.0)
+    assert forward.shape == (3, 24, 24, 24) and moving.shape == image.shape
+    shift = forward.reshape(3, -1).mean(1)
+    assert np.allclose(forward, shift.reshape(3, 1, 1, 1), atol=1e-4)  # a constant shift
+    assert 0.1 < np.abs(shift).max() <= 3.0 + 1e-4
+    back = warp(torch.from_numpy(moving)[None, None], torch.from_numpy(forward)[None])
+    inner = (slice(4, -4),) * 3
+    assert np.abs(back[0, 0].numpy()[inner] - image[inner]).max() < 0.05
+    assert set(np.unique(moving_labels)) <= {0.0, 1.0} and moving_labels.sum() > 0
+    same = transform_case(image, 7, deformable=False, rotation=0.0, scale=0.0, shear=0.0,
+                          translation=3.0)
+    assert np.array_equal(same[0], moving) and same[1] is None  # seeded, labels optional
+    with pytest.raises(ValueError, match="velocity_std"):
+        transform_case(image, 7, sigma=2.0)
+
+
 def test_make_case_rejects_unknown_data():
     with pytest.raises(ValueError, match="mni1mm"):
         make_case("nope", (8, 8), 0)
