@@ -488,11 +488,20 @@ def register_iter(
                        message=f"landmarks ({guide.transform.kind}, {len(guide.points)} pairs, "
                                f"residual {guide.transform.residual_mm:.2f} mm)")
 
+    # the fixed side of the histogram is the same for every score: computed once
+    mi_to_fixed = losses.ReferenceMutualInformation(f, max_voxels=losses.MI_MAX_VOXELS)
+    scored: list[tuple[torch.Tensor | None, float]] = []  # the last fields scored
+
     def score(field: torch.Tensor | None) -> float:
         """Mutual information of the fixed image and the moving one warped by ``field``."""
+        for seen, value in scored:
+            if seen is field:  # the same tensor (e.g. the affine start that is also the stage)
+                return value
         with torch.no_grad():
             moved = m if field is None else spatial.warp(m, field, padding="zeros")
-            return float(losses.mutual_information(f, moved))
+            value = -float(mi_to_fixed(moved))
+        scored[:] = [*scored[-2:], (field, value)]
+        return value
 
     notes: list[str] = []
     mi_input = score(None)

@@ -255,10 +255,56 @@ def local_ncc(
     return _weighted_mean(local, weights).mean()
 
 
+class ReferenceLocalNCC(nn.Module):
+    """``1 - local_ncc(reference, moving, window)`` against one reference image, whose local
+    means and variances are filtered once: an optimiser that warps a moving image against the same
+    fixed one, as the deformable refinement levels do, filters three maps per step instead of
+    five (forward and backward).
+
+    ``reference`` is ``(B, C, *spatial)``; every call's ``moving`` must have its shape. Equal to
+    ``LocalNCCLoss(window, eps)(reference, moving)`` up to rounding.
+
+    >>> ref, mov = torch.rand(1, 1, 12, 10), torch.rand(1, 1, 12, 10)
+    >>> a, b = ReferenceLocalNCC(ref, 5)(mov), LocalNCCLoss(5)(ref, mov)
+    >>> bool(torch.isclose(a, b, atol=1e-6))
+    True
+    """
+
+    def __init__(self, reference: torch.Tensor, window: int | Sequence[int] = 9,
+                 eps: float = 1e-5) -> None:
+        super().__init__()
+        reference = check_image(reference, "reference").detach()
+        self.window = _check_window(window, reference.dim() - 2)
+        self.eps = eps
+        self.shape = tuple(reference.shape)
+        self.dims = tuple(range(1, reference.dim()))
+        a = reference - reference.mean(dim=self.dims, keepdim=True)
+        mean_a, mean_aa = box_filter(torch.cat([a, a * a], dim=1), self.window).split(
+            a.shape[1], dim=1)
+        self.a = a
+        self.mean_a = mean_a
+        self.var_a = (mean_aa - mean_a**2).clamp_min(0)
+
+    def forward(self, moving: torch.Tensor) -> torch.Tensor:
+        if tuple(moving.shape) != self.shape:
+            raise ValueError(f"moving: expected shape {self.shape} (the reference's), "
+                             f"got {tuple(moving.shape)}.")
+        b = moving - moving.mean(dim=self.dims, keepdim=True)
+        mean_b, mean_ab, mean_bb = box_filter(torch.cat([b, self.a * b, b * b], dim=1),
+                                              self.window).split(b.shape[1], dim=1)
+        cov = mean_ab - self.mean_a * mean_b
+        var_b = (mean_bb - mean_b**2).clamp_min(0)
+        local = (cov**2 + self.eps) / (self.var_a * var_b + self.eps)
+        return 1 - local.mean()
+
+
 def _check_bins(bins: object) -> int:
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
         raise ValueError(f"bins: expected an int >= 2, got {bins!r}.")
     return bins
+
+
+MI_MAX_VOXELS = 65536  # voxels a mutual information samples at most (a fixed subset)
 
 
 def mutual_information(
@@ -267,7 +313,7 @@ def mutual_information(
     bins: int = 32,
     sigma: float | None = None,
     mask: torch.Tensor | None = None,
-    max_voxels: int | None = 65536,
+    max_voxels: int | None = MI_MAX_VOXELS,
 ) -> torch.Tensor:
     """Differentiable mutual information from a Parzen-window (Gaussian) joint histogram.
 
@@ -371,14 +417,16 @@ class ReferenceMutualInformation(nn.Module):
     fixed samples, as the affine refinement levels do, pays for one histogram side per step).
 
     ``reference`` is ``(B, C, *spatial)``; every call's ``moving`` must have its shape. Equal to
-    ``MutualInformationLoss(bins, sigma, max_voxels=None)(reference, moving)``.
+    ``MutualInformationLoss(bins, sigma, max_voxels)(reference, moving)``: with ``max_voxels``
+    (default None, every voxel) the same fixed voxel subset as :func:`mutual_information`'s.
 
     >>> ref = torch.rand(1, 1, 64, 1)
     >>> float(ReferenceMutualInformation(ref)(ref)) == float(-mutual_information(ref, ref))
     True
     """
 
-    def __init__(self, reference: torch.Tensor, bins: int = 32, sigma: float | None = None) -> None:
+    def __init__(self, reference: torch.Tensor, bins: int = 32, sigma: float | None = None,
+                 max_voxels: int | None = None) -> None:
         super().__init__()
         self.bins = _check_bins(bins)
         self.sigma = 0.5 / (self.bins - 1) if sigma is None else float(sigma)
@@ -387,6 +435,12 @@ class ReferenceMutualInformation(nn.Module):
         self.centres = torch.linspace(0, 1, self.bins, dtype=reference.dtype,
                                       device=reference.device)
         x = _normalise(reference.detach().reshape(batch, -1))
+        self.idx: torch.Tensor | None = None
+        if max_voxels is not None and x.shape[1] > max_voxels:  # mutual_information's subset
+            generator = torch.Generator().manual_seed(0)
+            self.idx = torch.randint(x.shape[1], (1, max_voxels), generator=generator).to(
+                reference.device).expand(batch, -1)
+            x = x.gather(1, self.idx)
         self.pa = _parzen(x, self.centres, self.sigma)
         self.total = torch.full((batch,), float(x.shape[1]), dtype=reference.dtype,
                                 device=reference.device)
@@ -396,6 +450,8 @@ class ReferenceMutualInformation(nn.Module):
             raise ValueError(f"moving: expected shape {self.shape} (the reference's), "
                              f"got {tuple(moving.shape)}.")
         y = _normalise(moving.reshape(self.shape[0], -1))
+        if self.idx is not None:
+            y = y.gather(1, self.idx)
         return -_mi_of_memberships(self.pa, _parzen(y, self.centres, self.sigma), self.total)
 
 
@@ -529,7 +585,7 @@ class MutualInformationLoss(nn.Module):
     """``-mutual_information(fixed, moving)`` in nats; see :func:`mutual_information`."""
 
     def __init__(
-        self, bins: int = 32, sigma: float | None = None, max_voxels: int | None = 65536
+        self, bins: int = 32, sigma: float | None = None, max_voxels: int | None = MI_MAX_VOXELS
     ) -> None:
         super().__init__()
         self.bins = _check_bins(bins)

@@ -331,7 +331,9 @@ def _deformable_level(fixed, moving, ndim, level, similarity, weight, stop, repo
     coarse = tuple(max(2, round(s / 2)) for s in shape)
     f, m = resize_image(fixed, shape), resize_image(moving, shape)
     velocity = torch.zeros((1, ndim) + coarse, device=fixed.device, requires_grad=True)
-    sim = _similarity(similarity, DEFORMABLE_WINDOW)
+    # the fixed image never moves: local NCC filters its side once per level
+    sim_to = losses.ReferenceLocalNCC(f, DEFORMABLE_WINDOW) if similarity == "lncc" else \
+        functools.partial(_similarity(similarity, DEFORMABLE_WINDOW), f)
     reg = losses.Diffusion()
     # the penalty is on the velocity's gradient expressed in level voxels
     scale = max((s - 1) / max(c - 1, 1) for s, c in zip(shape, coarse)) ** 2
@@ -347,7 +349,7 @@ def _deformable_level(fixed, moving, ndim, level, similarity, weight, stop, repo
 
     def objective() -> torch.Tensor:
         r = residual()
-        value = sim(f, spatial.warp(m, r)) + weight * scale * reg(velocity)
+        value = sim_to(spatial.warp(m, r)) + weight * scale * reg(velocity)
         if landmarks is not None:  # the residual at the points, in full-grid voxels
             at = (landmarks.points * to_level).T.reshape(1, ndim, -1, *[1] * (ndim - 1))
             step = spatial.sample_at(r, at, padding="border").reshape(ndim, -1).T / to_level

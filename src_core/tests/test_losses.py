@@ -114,6 +114,36 @@ def test_reference_mutual_information_equals_the_full_computation() -> None:
         cached(moving[..., :10])
 
 
+def test_reference_mutual_information_on_a_voxel_subset_equals_the_plain_one() -> None:
+    """With max_voxels the cached fixed side uses mutual_information's own subset: the same
+    value to the last bit (the guard's scores depend on it), and less than every voxel's."""
+    fixed = smooth_image((90, 80), 3)
+    moving = smooth_image((90, 80), 4) + fixed
+    cached = L.ReferenceMutualInformation(fixed, max_voxels=1000)
+    assert float(cached(moving)) == float(-L.mutual_information(fixed, moving, max_voxels=1000))
+    assert float(cached(moving)) != float(-L.mutual_information(fixed, moving, max_voxels=None))
+    assert float(-cached(fixed)) == float(L.mutual_information(fixed, fixed, max_voxels=1000))
+
+
+@pytest.mark.parametrize("shape, window", [((40, 30), 5), ((14, 12, 10), 5), ((20, 16), 9)])
+def test_reference_local_ncc_equals_the_plain_loss_value_and_gradient(shape, window) -> None:
+    """The refinement's cached local NCC: the fixed side filtered once gives the same loss and
+    gradient as filtering all five maps per call; an image with itself scores 0 (NCC 1)."""
+    fixed = smooth_image(shape, 3)
+    moving = (smooth_image(shape, 4) + 0.5 * fixed).requires_grad_()
+    plain = L.LocalNCCLoss(window)(fixed, moving)
+    (g_plain,) = torch.autograd.grad(plain, moving)
+    cached = L.ReferenceLocalNCC(fixed, window)
+    value = cached(moving)
+    (g_cached,) = torch.autograd.grad(value, moving)
+    assert float(value) == pytest.approx(float(plain), abs=1e-6)
+    assert 0.05 < float(value) < 1.0  # a real mismatch, not a trivial value
+    torch.testing.assert_close(g_cached, g_plain, atol=1e-7, rtol=1e-4)
+    assert float(cached(fixed)) == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ValueError, match="expected shape"):
+        cached(moving[..., :8])
+
+
 @pytest.mark.parametrize("shape", [(32, 32), (12, 12, 12)])
 def test_local_ncc_identity_and_local_affine_invariance(shape: tuple[int, ...]) -> None:
     a = smooth_image(shape, 4, sigma=1.0)
