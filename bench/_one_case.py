@@ -53,7 +53,8 @@ T_PROCESS = time.perf_counter()
 T_LAUNCH = float(os.environ.get("DEEPREG_BENCH_LAUNCH", "nan"))
 
 SHAPES = {"mni": (99, 117, 95), "mni1mm": (197, 233, 189), "slice": (128, 128),
-          "t1slice": (256, 256), "synthetic": (128, 128)}
+          "t1slice": (256, 256), "nib-t1": (33, 41, 25), "nib-epi": (128, 96, 24),
+          "dipy-b0": (58, 58, 24), "synthetic": (128, 128)}
 PRESETS = ("fast", "auto", "accurate")
 PAD = 32  # voxels the coordinate images extend beyond the moving grid
 

@@ -44,6 +44,12 @@ DATA = {
     "mni1mm": "MNI152 1 mm volumes, 197×233×189, spacing 1 mm",
     "t1slice": "dipy's real T1 coronal slice (not MNI152), 256×256, spacing 1 mm; labels: its "
                "four multi-Otsu intensity classes",
+    "nib-t1": "nibabel's real T1 (not MNI152), 33×41×25, spacing 2 mm; labels: its three "
+              "multi-Otsu classes",
+    "nib-epi": "nibabel's real EPI (example4d, first volume), 128×96×24, spacing 2×2×2.2 mm; "
+               "labels: its three multi-Otsu classes",
+    "dipy-b0": "dipy's real diffusion b0 (aniso_vox), 58×58×24, spacing 4×4×5 mm; labels: its "
+               "three multi-Otsu classes",
 }
 # module(s) a peer imports -> the pip command that provides them
 REQUIRES = {

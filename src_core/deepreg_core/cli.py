@@ -546,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="evaluate a model on pairs with known ground truth")
     ev.add_argument("model")
     ev.add_argument("--data", default="synthetic",
-                    choices=["synthetic", "mni", "mni1mm", "slice", "t1slice"])
+                    choices=["synthetic", "mni", "mni1mm", "slice", "t1slice", "nib-t1",
+                             "nib-epi", "dipy-b0"])
     ev.add_argument("--cases", type=int, default=5)
     ev.add_argument("--seed", type=int, default=1000)
     ev.add_argument("--preset", default="auto", choices=["auto", "fast", "accurate"])

@@ -20,7 +20,16 @@ MNI_SPACING_MM = 2.0
 # Default shapes of the data kinds (array order): nilearn's MNI152 at 2 mm and at 1 mm, and the
 # 2D slices of ``"slice"``.
 SHAPES = {"mni": (99, 117, 95), "mni1mm": (197, 233, 189), "slice": (128, 128),
-          "t1slice": (256, 256)}
+          "t1slice": (256, 256), "nib-t1": (33, 41, 25), "nib-epi": (128, 96, 24),
+          "dipy-b0": (58, 58, 24)}
+# Real single-subject scans that installed packages ship (none is MNI152, none enters training):
+# data kind -> (package, file under its data folder, 4D volume index, multi-Otsu classes)
+REAL_SCANS = {
+    "t1slice": ("dipy", "data/files/t1_coronal_slice.npy", None, 4),
+    "nib-t1": ("nibabel", "tests/data/anatomical.nii", None, 3),
+    "nib-epi": ("nibabel", "tests/data/example4d.nii.gz", 0, 3),
+    "dipy-b0": ("dipy", "data/files/aniso_vox.nii.gz", None, 3),
+}
 # The 2 mm cases' transform magnitudes (voxels where a length): deformation up to 2.5 voxels
 # (5 mm) std, shifts up to 3 voxels (6 mm), rotations up to 6°, scales 5 %, shears 0.02.
 _MNI_OPTIONS = dict(deformable=True, affine=True, velocity_std=2.5, rotation=6.0, scale=0.05,
@@ -40,7 +49,12 @@ def make_case(data: str, shape: Sequence[int], seed: int, **options):
       smoothness ``min(shape) / 4`` doubles with the shape), spacing 1 mm;
     - ``"slice"``: 2D MNI152 slices (2 mm template), a random orientation, position and layout
       per seed (:func:`deepreg_core.synth.random_mni_slice`), with the ``"mni"`` magnitudes in
-      voxels, spacing 2 mm.
+      voxels, spacing 2 mm;
+    - the real scans of :data:`REAL_SCANS`: ``"t1slice"`` (dipy's T1 coronal slice, 256 x 256,
+      1 mm), ``"nib-t1"`` (nibabel's T1, 33 x 41 x 25, 2 mm), ``"nib-epi"`` (nibabel's EPI,
+      128 x 96 x 24, 2 x 2 x 2.2 mm), ``"dipy-b0"`` (dipy's diffusion b0, 58 x 58 x 24,
+      4 x 4 x 5 mm), under the ``"mni"`` magnitudes in voxels (:func:`transform_case`; their
+      own shape and spacing, ``shape`` is not used).
 
     ``shape`` should be :data:`SHAPES` ``[data]`` for the MNI kinds (other shapes resample the
     template, and the spacing no longer matches the anatomy). ``truth`` is the ground-truth
@@ -66,8 +80,8 @@ def make_case(data: str, shape: Sequence[int], seed: int, **options):
         opts.update(options)
         pair = synth.mni_pair(tuple(shape), seed, **opts)
         spacing = (MNI_SPACING_MM,) * 2
-    elif data == "t1slice":
-        return _t1_slice_case(seed, **options)
+    elif data in REAL_SCANS:
+        return _real_scan_case(data, seed, **options)
     elif data == "synthetic":
         opts = dict(deformable=True, affine=False)
         opts.update(options)
@@ -75,7 +89,8 @@ def make_case(data: str, shape: Sequence[int], seed: int, **options):
         spacing = (1.0,) * len(shape)
     else:
         raise ValueError(
-            f"data: expected 'synthetic', 'mni', 'mni1mm', 'slice' or 't1slice', got {data!r}."
+            f"data: expected 'synthetic', 'mni', 'mni1mm', 'slice' or one of the real scans "
+            f"{', '.join(map(repr, REAL_SCANS))}, got {data!r}."
         )
 
     def image(t: torch.Tensor, dtype=np.float32) -> Image:
@@ -85,25 +100,38 @@ def make_case(data: str, shape: Sequence[int], seed: int, **options):
             image(pair.moving_labels, np.int32), pair.displacement[0].numpy())
 
 
-def _t1_slice_case(seed: int, **options):
-    """dipy's real T1 coronal slice (256 x 256, 1 mm; not MNI152, never in training) under the
-    ``"mni"`` transform magnitudes in voxels; labels: its four multi-Otsu intensity classes
-    (background, CSF-dark, grey-, white-matter-bright), warped with the image."""
+def _real_scan_case(data: str, seed: int, **options):
+    """A real scan of :data:`REAL_SCANS` under the ``"mni"`` transform magnitudes in voxels;
+    labels: its multi-Otsu intensity classes (background, then darker to brighter tissue),
+    warped with the image; spacing from the file's header (1 mm for dipy's T1 slice)."""
+    import importlib
     from pathlib import Path
 
     from skimage.filters import threshold_multiotsu
 
+    package, name, volume, classes = REAL_SCANS[data]
     try:
-        import dipy
+        module = importlib.import_module(package)
     except ImportError as error:
-        raise ValueError("data 't1slice': needs dipy's test image (pip install dipy).") from error
-    image = np.load(Path(dipy.__file__).parent / "data" / "files" / "t1_coronal_slice.npy")
+        raise ValueError(f"data {data!r}: needs {package}'s test data (pip install {package})."
+                         ) from error
+    path = Path(module.__file__).parent / name
+    if path.suffix == ".npy":
+        image, spacing = np.load(path), (1.0, 1.0)
+    else:
+        import nibabel as nib
+
+        loaded = nib.load(path)
+        image = np.asarray(loaded.dataobj)
+        spacing = tuple(float(z) for z in loaded.header.get_zooms()[:3])
+        if volume is not None:
+            image = image[..., volume]
     image = image.astype(np.float32) / max(float(np.percentile(image, 99.5)), 1e-6)
-    labels = np.digitize(image, threshold_multiotsu(image, classes=4)).astype(np.int32)
+    labels = np.digitize(image, threshold_multiotsu(image, classes=classes)).astype(np.int32)
     moving, moving_labels, forward = transform_case(image, seed, labels=labels, **options)
 
     def as_image(a: np.ndarray, dtype=np.float32) -> Image:
-        return Image.from_array(np.asarray(a).astype(dtype), spacing=(1.0, 1.0))
+        return Image.from_array(np.asarray(a).astype(dtype), spacing=spacing)
 
     return (as_image(image), as_image(moving), as_image(labels, np.int32),
             as_image(moving_labels, np.int32), forward)
