@@ -30,19 +30,13 @@ HERE = Path(__file__).parent
 
 
 def scans() -> dict[str, tuple[np.ndarray, tuple[float, ...]]]:
-    import dipy
-    import nibabel as nib
+    from deepreg_core.evaluation import load_real_scan
 
-    nib_data = Path(nib.__file__).parent / "tests" / "data"
-    dipy_files = Path(dipy.__file__).parent / "data" / "files"
+    names = {"anatomical": "nib-t1", "epi": "nib-epi", "b0": "dipy-b0", "t1-slice": "t1slice"}
     out = {}
-    anat = nib.load(nib_data / "anatomical.nii")
-    out["anatomical"] = (np.asarray(anat.dataobj, np.float32), anat.header.get_zooms()[:3])
-    epi = nib.load(nib_data / "example4d.nii.gz")
-    out["epi"] = (np.asarray(epi.dataobj, np.float32)[..., 0], epi.header.get_zooms()[:3])
-    b0 = nib.load(dipy_files / "aniso_vox.nii.gz")
-    out["b0"] = (np.asarray(b0.dataobj, np.float32), b0.header.get_zooms()[:3])
-    out["t1-slice"] = (np.load(dipy_files / "t1_coronal_slice.npy").astype(np.float32), (1.0, 1.0))
+    for name, kind in names.items():
+        image, spacing = load_real_scan(kind)
+        out[name] = (np.asarray(image, np.float32), spacing)
     return out
 
 

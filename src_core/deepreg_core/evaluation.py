@@ -100,16 +100,13 @@ def make_case(data: str, shape: Sequence[int], seed: int, **options):
             image(pair.moving_labels, np.int32), pair.displacement[0].numpy())
 
 
-def _real_scan_case(data: str, seed: int, **options):
-    """A real scan of :data:`REAL_SCANS` under the ``"mni"`` transform magnitudes in voxels;
-    labels: its multi-Otsu intensity classes (background, then darker to brighter tissue),
-    warped with the image; spacing from the file's header (1 mm for dipy's T1 slice)."""
+def load_real_scan(data: str) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The array (the file's dtype, scaling applied) and spacing (mm, array order) of a scan of
+    :data:`REAL_SCANS`."""
     import importlib
     from pathlib import Path
 
-    from skimage.filters import threshold_multiotsu
-
-    package, name, volume, classes = REAL_SCANS[data]
+    package, name, volume, _ = REAL_SCANS[data]
     try:
         module = importlib.import_module(package)
     except ImportError as error:
@@ -117,16 +114,25 @@ def _real_scan_case(data: str, seed: int, **options):
                          ) from error
     path = Path(module.__file__).parent / name
     if path.suffix == ".npy":
-        image, spacing = np.load(path), (1.0, 1.0)
-    else:
-        import nibabel as nib
+        return np.load(path), (1.0, 1.0)
+    import nibabel as nib
 
-        loaded = nib.load(path)
-        image = np.asarray(loaded.dataobj)
-        spacing = tuple(float(z) for z in loaded.header.get_zooms()[:3])
-        if volume is not None:
-            image = image[..., volume]
+    loaded = nib.load(path)
+    image = np.asarray(loaded.dataobj)
+    if volume is not None:
+        image = image[..., volume]
+    return image, tuple(float(z) for z in loaded.header.get_zooms()[:3])
+
+
+def _real_scan_case(data: str, seed: int, **options):
+    """A real scan of :data:`REAL_SCANS` under the ``"mni"`` transform magnitudes in voxels;
+    labels: its multi-Otsu intensity classes (background, then darker to brighter tissue),
+    warped with the image; spacing from the file's header (1 mm for dipy's T1 slice)."""
+    from skimage.filters import threshold_multiotsu
+
+    image, spacing = load_real_scan(data)
     image = image.astype(np.float32) / max(float(np.percentile(image, 99.5)), 1e-6)
+    classes = REAL_SCANS[data][3]
     labels = np.digitize(image, threshold_multiotsu(image, classes=classes)).astype(np.int32)
     moving, moving_labels, forward = transform_case(image, seed, labels=labels, **options)
 
