@@ -210,6 +210,7 @@ def test_preset_and_the_guard_notification(setup, wait_for_worker, errors, monke
     assert warnings == []
     assert len(infos) == 1 and "matched worse than its start" in infos[0]
     assert "worse than the unregistered pair" not in widget.metrics_label.text()
+    assert "not used)" in widget.metrics_label.text()  # the read-out's model says so too
 
     infos.clear()
     widget.preset_combo.value = "auto"

@@ -415,8 +415,9 @@ def register_iter(
     an affine start the result used, are in ``result.notes`` (``result.model_name`` then names the
     affine network too; the ``Started`` event names the requested models). With the fallback (on
     in every preset, ``fallback=False`` turns it off), a network result worse than its start is
-    not used: without refinement the start (the affine stage, or the input) is the result; with
-    refinement it is the refinement's seed instead, a refined result worse than the input is
+    not used (``result.model_name`` then reads ``"<what the result came from>; <networks> not
+    used"``, e.g. ``"identity; deformable-3d not used"``): without refinement the start (the
+    affine stage, or the input) is the result; with refinement it is the refinement's seed instead, a refined result worse than the input is
     refined again from the identity, and the best-matching candidate — the unregistered pair
     included — is kept. Landmarks are never overruled by it.
     """
@@ -581,6 +582,13 @@ def register_iter(
                          + (f"refinement started from {fallback_name}" if steps
                             else f"kept {fallback_name}"))
             u, affine = fallback_start
+            # the name says what the result came from: the networks' field is not in it
+            dropped = [stage.name for stage in stages]
+            kept = [part for part in names.split("+") if part not in dropped]
+            if not affine_ok and starter is not None and starter.name in kept:
+                kept.remove(starter.name)  # the affine start is not in the identity either
+            base = "+".join(kept) or ("refinement" if steps else "identity")
+            names = f"{base}; {'+'.join(dropped)} not used"
 
     if steps:
         def refine(start: torch.Tensor, start_affine, base: int):

@@ -89,9 +89,12 @@ def test_fast_keeps_the_input_when_the_network_makes_the_pair_worse():
     assert result.warnings == () and result.metrics["worse_than_input"] == 0.0
     assert result.metrics["mi_after"] == pytest.approx(result.metrics["mi_before"])
     assert any("kept the identity" in n for n in result.notes)
+    name = register(fixed, moving, model=_shifting_net(7.0), preset="fast", fallback=False)
+    # the name says what the result came from, and which network's field it left out
+    assert result.model_name == f"identity; {name.model_name} not used"
     # a network that helps is untouched by it
     good = register(fixed, moving, model=_shifting_net(0.0), preset="fast")
-    assert good.notes == ()
+    assert good.notes == () and good.model_name == name.model_name
 
 
 @pytest.mark.parametrize("data, model", [("mni", "deformable-3d"), ("slice", "global-local-2d")])
@@ -108,6 +111,7 @@ def test_fast_keeps_an_identical_pair_exactly_still(data, model):
     assert np.abs(result.displacement).max() == 0.0
     np.testing.assert_array_equal(result.warped.data, fixed.data)
     assert result.warnings == () and any("kept the identity" in n for n in result.notes)
+    assert raw.model_name == model and result.model_name == f"identity; {model} not used"
 
 
 def test_auto_falls_back_when_the_network_makes_the_pair_worse():
@@ -115,6 +119,7 @@ def test_auto_falls_back_when_the_network_makes_the_pair_worse():
     bad = _shifting_net(7.0)
     result = register(fixed, moving, model=bad, preset="auto")
     assert any("started from the" in n for n in result.notes) and result.warnings == ()
+    assert result.model_name.startswith("refinement; ") and result.model_name.endswith(" not used")
     assert result.metrics["worse_than_input"] == 0.0
     assert result.metrics["mi_after"] > result.metrics["mi_before"]
     error_before = np.linalg.norm(truth, axis=0).mean()
