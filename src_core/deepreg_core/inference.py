@@ -584,10 +584,10 @@ def register_iter(
             u, affine = fallback_start
             # the name says what the result came from: the networks' field is not in it
             dropped = [stage.name for stage in stages]
-            kept = [part for part in names.split("+") if part not in dropped]
-            if not affine_ok and starter is not None and starter.name in kept:
-                kept.remove(starter.name)  # the affine start is not in the identity either
-            base = "+".join(kept) or ("refinement" if steps else "identity")
+            used = [part for part in names.split("+") if part not in dropped]
+            if not affine_ok and starter is not None and starter.name in used:
+                used.remove(starter.name)  # the affine start is not in the identity either
+            base = "+".join(used) or ("refinement" if steps else "identity")
             names = f"{base}; {'+'.join(dropped)} not used"
 
     if steps:
