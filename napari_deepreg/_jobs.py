@@ -15,6 +15,7 @@ Also here: the notifications every widget uses (:func:`notify_error`, :func:`not
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,9 +41,37 @@ def notify_info(message: str) -> None:
     notifications.show_info(message)
 
 
+PROGRESS_INTERVAL = 0.25  # seconds between the progress updates a job sends to the GUI thread
+
+
 def _drive(job: Callable[[Any], Iterator[Any]], token: Any) -> Iterator[Any]:
-    """A generator function around ``job(token)`` (what a GeneratorWorker runs)."""
-    yield from job(token)
+    """A generator function around ``job(token)`` (what a GeneratorWorker runs).
+
+    Progress events reach the GUI thread at most every :data:`PROGRESS_INTERVAL`: a refinement
+    yields one per optimiser step (tens of milliseconds apart), and repainting the progress bar
+    and status for each competed with the computation for the CPU (under Xvfb a registration
+    took twice as long). The last one held back is sent before any other event, and the final
+    step always is, so the bar and message end where the job ended.
+    """
+    from deepreg_core.api import Progress
+
+    held = None
+    last = -float("inf")
+    for event in job(token):
+        if isinstance(event, Progress):
+            now = time.monotonic()
+            if now - last >= PROGRESS_INTERVAL or event.step >= event.total:
+                held, last = None, now
+                yield event
+            else:
+                held = event
+            continue
+        if held is not None:
+            yield held
+            held = None
+        yield event
+    if held is not None:
+        yield held
 
 
 class JobRunner:
