@@ -13,9 +13,11 @@ change in the machine's load touches them all alike. Per data kind the driver wr
 method | Dice | EPE mm | folding % | reg s | process s | peak GB | speed-up on ANTs (process)
 
 (medians over the cases; the last column is ANTs SyN's median process time over the method's,
-both measured in this run: above 1, faster than ANTs). Data kinds: ``slice`` (2D MNI152 slices, 128×128, 2 mm, a random
-orientation per case), ``mni`` (MNI152 2 mm, 99×117×95), ``mni1mm`` (the 1 mm template,
-197×233×189: the peers take minutes per case there). A peer whose package is missing is reported
+both measured in this run: above 1, faster than ANTs). Data kinds: ``slice`` (2D MNI152
+slices, 128×128, 2 mm, a random orientation per case), ``mni`` (MNI152 2 mm, 99×117×95),
+``mni1mm`` (the 1 mm template, 197×233×189: the peers take minutes per case there), and the real
+scans of ``deepreg_core.evaluation.REAL_SCANS`` (``t1slice``, ``nib-t1``, ``nib-epi``,
+``dipy-b0``). A peer whose package is missing is reported
 as skipped, with the pip command that installs it (``pip install ./src_core[bench]`` installs
 them all).
 """

@@ -51,7 +51,8 @@ def _drive(job: Callable[[Any], Iterator[Any]], token: Any) -> Iterator[Any]:
     yields one per optimiser step (tens of milliseconds apart), and repainting the progress bar
     and status for each competed with the computation for the CPU (under Xvfb a registration
     took twice as long). The last one held back is sent before any other event, and the final
-    step always is, so the bar and message end where the job ended.
+    step always is, so the bar and message end where the job ended (during one long step the
+    bar may show the step before it until the next event).
     """
     from deepreg_core.api import Progress
 

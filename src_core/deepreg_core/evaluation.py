@@ -106,6 +106,9 @@ def load_real_scan(data: str) -> tuple[np.ndarray, tuple[float, ...]]:
     import importlib
     from pathlib import Path
 
+    if data not in REAL_SCANS:
+        raise ValueError(f"data: expected one of the real scans {', '.join(REAL_SCANS)}, got "
+                         f"{data!r}.")
     package, name, volume, _ = REAL_SCANS[data]
     try:
         module = importlib.import_module(package)
@@ -238,7 +241,7 @@ def evaluate_model(model, *, data: str = "synthetic", cases: int = 5, seed: int 
         if data == "mni":
             ndim = zoo.get(names.split("+")[-1]).config().model.ndim if names else 3
             shape = (99, 117, 95) if ndim == 3 else (117, 99)
-        elif data in ("mni1mm", "slice", "t1slice"):
+        elif data in ("mni1mm", "slice") or data in REAL_SCANS:
             shape = SHAPES[data]
         else:
             shape = tuple(zoo.get(names.split("+")[-1]).config().data.shape)

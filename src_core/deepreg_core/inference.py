@@ -417,9 +417,10 @@ def register_iter(
     in every preset, ``fallback=False`` turns it off), a network result worse than its start is
     not used (``result.model_name`` then reads ``"<what the result came from>; <networks> not
     used"``, e.g. ``"identity; deformable-3d not used"``): without refinement the start (the
-    affine stage, or the input) is the result; with refinement it is the refinement's seed instead, a refined result worse than the input is
-    refined again from the identity, and the best-matching candidate — the unregistered pair
-    included — is kept. Landmarks are never overruled by it.
+    affine stage, or the input) is the result; with refinement it is the refinement's seed
+    instead, a refined result worse than the input is refined again from the fallback's start,
+    and the best-matching candidate — the unregistered pair included — is kept (and named).
+    Landmarks are never overruled by it.
     """
     from deepreg_core import landmarks, losses, optimize, spatial
 
@@ -582,13 +583,7 @@ def register_iter(
                          + (f"refinement started from {fallback_name}" if steps
                             else f"kept {fallback_name}"))
             u, affine = fallback_start
-            # the name says what the result came from: the networks' field is not in it
-            dropped = [stage.name for stage in stages]
-            used = [part for part in names.split("+") if part not in dropped]
-            if not affine_ok and starter is not None and starter.name in used:
-                used.remove(starter.name)  # the affine start is not in the identity either
-            base = "+".join(used) or ("refinement" if steps else "identity")
-            names = f"{base}; {'+'.join(dropped)} not used"
+            names = _names_without(names, stages, starter, affine_ok, steps > 0)
 
     if steps:
         def refine(start: torch.Tensor, start_affine, base: int):
@@ -619,6 +614,13 @@ def register_iter(
             candidates.append((mi_input, "the unregistered input", (torch.zeros_like(u), None)))
             best = max(candidates, key=lambda c: c[0])
             notes.append(f"the refined result matched worse than the input; kept {best[1]}")
+            if best[1] == "the unregistered input":
+                unused = names.split("; ")[-1].removesuffix(" not used") if "; " in names \
+                    else names
+                names = "identity; " + ", ".join(
+                    [part for part in (unused, "refinement") if part]) + " not used"
+            elif best[1] != "refined":  # refined again from the fallback's start
+                names = _names_without(names, stages, starter, affine_ok, True)
             candidates = [best]
         u, affine = candidates[0][2]
         step = total - 1
@@ -672,6 +674,25 @@ def _prepare(fixed: Image, moving: Image,
     f = torch.from_numpy(normalize_intensity(fixed.data))[None, None].to(device)
     m = torch.from_numpy(normalize_intensity(moving_on_fixed.data))[None, None].to(device)
     return moving_on_fixed, f, m
+
+
+def _names_without(names: str, stages: list[LoadedModel], starter: LoadedModel | None,
+                   affine_ok: bool, refined: bool) -> str:
+    """The model name once the fallback dropped the networks' field: what the result came from,
+    then which networks were not used (``"identity; deformable-3d not used"``).
+
+    An affine network's field stays in the result when the affine stage is the fallback's start
+    (``affine_ok``): only the networks after it are dropped; otherwise all are, the affine
+    start's network included.
+    """
+    if "; " in names:  # already named by an earlier fallback
+        return names
+    dropped = [stage.name for stage in stages if not (affine_ok and stage.spec.is_affine)]
+    used = [part for part in names.split("+") if part not in dropped]
+    if not affine_ok and starter is not None and starter.name in used:
+        used.remove(starter.name)
+    used += ["refinement"] if refined else []
+    return f"{'+'.join(used) or 'identity'}; {'+'.join(dropped)} not used"
 
 
 def _run_networks(stages: list[LoadedModel], f: torch.Tensor, m: torch.Tensor,

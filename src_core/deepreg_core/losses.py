@@ -261,7 +261,8 @@ class ReferenceLocalNCC(nn.Module):
     fixed one, as the deformable refinement levels do, filters three maps per step instead of
     five (forward and backward).
 
-    ``reference`` is ``(B, C, *spatial)``; every call's ``moving`` must have its shape. Equal to
+    ``reference`` is ``(B, C, *spatial)``; every call's ``moving`` must have its shape, device
+    and dtype (the cached statistics are plain tensors: build one per device). Equal to
     ``LocalNCCLoss(window, eps)(reference, moving)`` up to rounding.
 
     >>> ref, mov = torch.rand(1, 1, 12, 10), torch.rand(1, 1, 12, 10)
@@ -416,7 +417,8 @@ class ReferenceMutualInformation(nn.Module):
     memberships are computed once (an optimiser that compares many moving samples with the same
     fixed samples, as the affine refinement levels do, pays for one histogram side per step).
 
-    ``reference`` is ``(B, C, *spatial)``; every call's ``moving`` must have its shape. Equal to
+    ``reference`` is ``(B, C, *spatial)``; every call's ``moving`` must have its shape, device
+    and dtype (build one per device). Equal to
     ``MutualInformationLoss(bins, sigma, max_voxels)(reference, moving)``: with ``max_voxels``
     (default None, every voxel) the same fixed voxel subset as :func:`mutual_information`'s.
 
@@ -434,6 +436,9 @@ class ReferenceMutualInformation(nn.Module):
         batch = reference.shape[0]
         self.centres = torch.linspace(0, 1, self.bins, dtype=reference.dtype,
                                       device=reference.device)
+        if max_voxels is not None and (isinstance(max_voxels, bool)
+                                       or not isinstance(max_voxels, int) or max_voxels < 1):
+            raise ValueError(f"max_voxels: expected a positive int or None, got {max_voxels!r}.")
         x = _normalise(reference.detach().reshape(batch, -1))
         self.idx: torch.Tensor | None = None
         if max_voxels is not None and x.shape[1] > max_voxels:  # mutual_information's subset

@@ -447,9 +447,9 @@ def test_make_case_real_scans_keep_their_geometry_and_tissue_classes(data, spaci
     multi-Otsu classes as labels, a truth that carries moving onto fixed, seeded. The 3D scans
     are small and coarse (25 slices, up to 5 mm): resampling there and back loses detail, so the
     truth's match is looser than on the 1 mm slice."""
-    pytest.importorskip("dipy")
-    from deepreg_core.evaluation import SHAPES
+    from deepreg_core.evaluation import REAL_SCANS, SHAPES
 
+    pytest.importorskip(REAL_SCANS[data][0])  # the package that ships the scan
     case = make_case(data, SHAPES[data], 1000)
     u = _check_case_truth(case, SHAPES[data], spacing, labels=tuple(range(classes)),
                           within=within, overlap=overlap)
@@ -483,6 +483,19 @@ def test_transform_case_gives_the_truth_of_any_image():
     assert np.array_equal(same[0], moving) and same[1] is None  # seeded, labels optional
     with pytest.raises(ValueError, match="velocity_std"):
         transform_case(image, 7, sigma=2.0)
+
+
+def test_evaluate_model_runs_on_a_real_scan_at_its_own_shape():
+    """The real-scan kinds use the scan's shape whatever the model (a zoo network's working
+    grid, or a model with no grid: rigid refinement), and report it."""
+    pytest.importorskip("nibabel")
+    from deepreg_core.evaluation import SHAPES, evaluate_model
+
+    for model in ("rigid", "deformable-3d"):
+        report = evaluate_model(model, data="nib-t1", cases=1, refine_steps=None,
+                                preset="fast" if model != "rigid" else "auto")
+        assert tuple(report["shape"]) == SHAPES["nib-t1"]
+        assert report["summary"]["dice"] > report["summary"]["dice_before"]
 
 
 def test_make_case_rejects_unknown_data():

@@ -123,6 +123,9 @@ def test_reference_mutual_information_on_a_voxel_subset_equals_the_plain_one() -
     assert float(cached(moving)) == float(-L.mutual_information(fixed, moving, max_voxels=1000))
     assert float(cached(moving)) != float(-L.mutual_information(fixed, moving, max_voxels=None))
     assert float(-cached(fixed)) == float(L.mutual_information(fixed, fixed, max_voxels=1000))
+    for bad in (0, -5, True, 2.5):
+        with pytest.raises(ValueError, match="max_voxels"):
+            L.ReferenceMutualInformation(fixed, max_voxels=bad)
 
 
 @pytest.mark.parametrize("shape, window", [((40, 30), 5), ((14, 12, 10), 5), ((20, 16), 9)])

@@ -97,6 +97,24 @@ def test_fast_keeps_the_input_when_the_network_makes_the_pair_worse():
     assert good.notes == () and good.model_name == name.model_name
 
 
+def test_after_a_fallback_an_affine_network_before_it_keeps_its_name():
+    """An affine network, then a deformable one that makes the pair worse: the affine stage is
+    the start that is kept, so its network is named as used and only the other as not used."""
+    from deepreg_core.models import AffineHead, AffineNet, ConvEncoder
+
+    torch.manual_seed(0)
+    fixed, moving, _ = _pair()
+    affine_net = AffineNet(ConvEncoder(2, 2, [8, 16]), AffineHead(2, 16))  # about the identity
+    chain = [affine_net, _shifting_net(7.0)]
+    fast = register(fixed, moving, model=chain, preset="fast", qa=False)
+    assert any("kept the affine stage" in n for n in fast.notes)
+    assert fast.model_name == "AffineNet; DeformableNet not used"
+    refined = register(fixed, moving, model=chain, preset="auto", qa=False)
+    assert refined.model_name == "AffineNet+refinement; DeformableNet not used"
+    raw = register(fixed, moving, model=chain, preset="fast", qa=False, fallback=False)
+    assert raw.model_name == "AffineNet+DeformableNet"
+
+
 @pytest.mark.parametrize("data, model", [("mni", "deformable-3d"), ("slice", "global-local-2d")])
 def test_fast_keeps_an_identical_pair_exactly_still(data, model):
     """The trained deformable networks move an identical pair a little (up to 0.5-0.9 voxel
@@ -119,7 +137,7 @@ def test_auto_falls_back_when_the_network_makes_the_pair_worse():
     bad = _shifting_net(7.0)
     result = register(fixed, moving, model=bad, preset="auto")
     assert any("started from the" in n for n in result.notes) and result.warnings == ()
-    assert result.model_name.startswith("refinement; ") and result.model_name.endswith(" not used")
+    assert result.model_name == "refinement; DeformableNet not used"
     assert result.metrics["worse_than_input"] == 0.0
     assert result.metrics["mi_after"] > result.metrics["mi_before"]
     error_before = np.linalg.norm(truth, axis=0).mean()
