@@ -50,6 +50,9 @@ def _write_json(data: dict, path: Path) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
+LOG_PROGRESS_INTERVAL = 5.0  # seconds between progress lines when stderr is not a terminal
+
+
 def _progress(events, desc: str):
     """Drain a generator of events with a tqdm bar; return the last event."""
     from tqdm import tqdm
@@ -62,13 +65,17 @@ def _progress(events, desc: str):
         for event in events:
             last = event
             if isinstance(event, Started):
-                bar = tqdm(total=event.total_steps, desc=desc, unit="step", file=sys.stderr)
+                # a terminal redraws the bar in place; a log file (not a terminal) keeps every
+                # redraw, so it gets one every few seconds rather than one per optimiser step
+                tty = sys.stderr.isatty()
+                bar = tqdm(total=event.total_steps, desc=desc, unit="step", file=sys.stderr,
+                           mininterval=0.1 if tty else LOG_PROGRESS_INTERVAL)
             elif isinstance(event, Progress) and bar is not None:
-                bar.n = event.step
                 bar.set_postfix_str(event.message, refresh=False)
-                bar.refresh()
+                bar.update(event.step - bar.n)  # redraws only after tqdm's mininterval
             elif isinstance(event, Metrics) and bar is not None:
-                bar.set_postfix({k: f"{v:.4g}" for k, v in list(event.values.items())[:3]})
+                bar.set_postfix({k: f"{v:.4g}" for k, v in list(event.values.items())[:3]},
+                                refresh=False)
     finally:  # an error must start on its own line, not on the bar's
         if bar is not None:
             bar.close()

@@ -54,6 +54,20 @@ def test_register_writes_every_output_on_the_fixed_grid(pair_files, model_folder
     assert {"ncc_before", "ncc_after", "dice_before", "dice_after", "seconds", "seed"} <= set(metrics)
 
 
+def test_progress_in_a_log_is_a_few_lines_not_one_per_step(pair_files, model_folder, tmp_path,
+                                                             capsys):
+    """stderr captured (not a terminal), as in a cluster log: a 60-step run redraws its bar a
+    few times, not once per optimiser step, and the bar still ends at 100 %."""
+    code = cli.main(["register", str(pair_files["fixed"]), str(pair_files["moving"]), "-o",
+                     str(tmp_path / "out"), "--model", str(model_folder), "--refine-steps", "60",
+                     "--no-qa"])
+    assert code == 0
+    err = capsys.readouterr().err
+    draws = err.count("step/s") + err.count("?step/s")
+    assert 1 <= draws <= 5, err[-2000:]
+    assert "100%" in err
+
+
 def test_results_are_not_overwritten_without_asking(pair_files, model_folder, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["register", str(pair_files["fixed"]), str(pair_files["moving"]), "-o", str(out),
