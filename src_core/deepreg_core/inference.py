@@ -628,7 +628,7 @@ def register_iter(
     result = _assess(
         fixed, moving, moving_on_fixed, f, m, u, affine, opts,
         labels=(fixed_labels, moving_labels), points=(fixed_points, moving_points),
-        mi_input=mi_input, notes=notes, names=names, device=dev)
+        mi_input=mi_input, notes=notes, names=names, device=dev, mi_after=score(u))
     if guide is not None and len(guide.held_out):
         held = guide.held_out
         _, held_values = _points(np.asarray(moving_points)[held], moving, fixed,
@@ -742,8 +742,13 @@ def _assess(fixed: Image, moving: Image, moving_on_fixed: Image, f: torch.Tensor
             m: torch.Tensor, u: torch.Tensor, affine: np.ndarray | None, opts: RegisterOptions, *,
             labels: tuple[Image | None, Image | None],
             points: tuple[np.ndarray | None, np.ndarray | None], mi_input: float,
-            notes: list[str], names: str, device: torch.device) -> RegistrationResult:
-    """The last stage: warp, measure before/after, quality maps, the guard, the result."""
+            notes: list[str], names: str, device: torch.device,
+            mi_after: float | None = None) -> RegistrationResult:
+    """The last stage: warp, measure before/after, quality maps, the guard, the result.
+
+    ``mi_after``, when the caller has it (the MI of ``f`` and ``m`` warped by ``u``, computed as
+    :func:`~deepreg_core.losses.mutual_information` does), is not computed again.
+    """
     from deepreg_core import losses, metrics, spatial
 
     dev = device
@@ -757,7 +762,8 @@ def _assess(fixed: Image, moving: Image, moving_on_fixed: Image, f: torch.Tensor
             "ncc_before": float(losses.ncc(f, m)),
             "ncc_after": float(losses.ncc(f, warped_n)),
             "mi_before": mi_input,
-            "mi_after": float(losses.mutual_information(f, warped_n)),
+            "mi_after": float(losses.mutual_information(f, warped_n)) if mi_after is None
+            else mi_after,
         }
         quality = sal = None
         fold = float("nan")
