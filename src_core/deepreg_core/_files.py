@@ -48,7 +48,12 @@ _TEMPORARY = re.compile(r"^\..+\.tmp-(?:(\d+)-)?[0-9a-f]{8}")
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (a pid we may not signal counts)."""
+    """Whether a process with this id runs on this machine (a pid we may not signal counts).
+
+    A zombie does not run: a killed worker whose parent died too stays one for good where the
+    container's first process reaps no orphans (seen on this project's CI machines), and
+    counting it alive kept a killed run's staging folders from ever being cleaned.
+    """
     if pid <= 0:
         return False
     try:
@@ -57,7 +62,12 @@ def process_alive(pid: int) -> bool:
         return False
     except (PermissionError, OSError):
         return True
-    return True
+    try:  # Linux: the state letter follows the command name in parentheses
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): trust the signal
+    return state not in ("Z", "X")
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

@@ -299,3 +299,35 @@ def test_refinement_across_thread_counts_stays_within_the_documented_bound():
     finally:
         torch.set_num_threads(threads)
     assert np.abs(fields[0] - fields[1]).max() < 1e-3
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states in /proc")
+def test_a_killed_writers_staging_is_cleaned_even_while_it_is_a_zombie(tmp_path):
+    """A killed worker whose parent died too stays a zombie where nothing reaps orphans (a
+    container's first process often does not): its staging folder must still count as left
+    by a dead run, while a live writer's is kept."""
+    from deepreg_core._files import process_alive
+    from deepreg_core._outputs import recover
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # ends; not reaped: a zombie
+    try:
+        deadline = time.time() + 30
+        state = ""
+        while time.time() < deadline:
+            state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state == "Z":
+                break
+            time.sleep(0.02)
+        assert state == "Z"
+        assert not process_alive(child.pid) and process_alive(os.getpid())
+        out = tmp_path / "out"
+        dead = tmp_path / f".out.staging-{child.pid}-0123abcd"
+        live = tmp_path / f".out.staging-{os.getpid()}-4567ef01"
+        for folder in (dead, live):
+            folder.mkdir()
+            (folder / "warped.nii.gz").write_bytes(b"half written")
+        with output_lock(out):
+            recover(out)
+        assert not dead.exists() and live.exists()
+    finally:
+        child.wait()
