@@ -305,6 +305,20 @@ def _check_bins(bins: object) -> int:
     return bins
 
 
+def _check_max_voxels(max_voxels: object) -> None:
+    if max_voxels is not None and (
+        isinstance(max_voxels, bool) or not isinstance(max_voxels, int) or max_voxels < 1
+    ):
+        raise ValueError(f"max_voxels: expected a positive int or None, got {max_voxels!r}.")
+
+
+def _uniform_subset(n: int, count: int, batch: int, device) -> torch.Tensor:
+    """The fixed pseudo-random voxel subset (seed 0, with replacement) of an unmasked mutual
+    information: indices ``(batch, count)`` into ``n`` voxels, the same on every call."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(n, (1, count), generator=generator).to(device).expand(batch, -1)
+
+
 MI_MAX_VOXELS = 65536  # voxels a mutual information samples at most (a fixed subset)
 
 
@@ -358,10 +372,7 @@ def mutual_information(
         sigma = 0.5 / (bins - 1)
     if not (isinstance(sigma, (int, float)) and sigma > 0 and sigma < float("inf")):
         raise ValueError(f"sigma: expected a positive finite float, got {sigma!r}.")
-    if max_voxels is not None and (
-        isinstance(max_voxels, bool) or not isinstance(max_voxels, int) or max_voxels < 1
-    ):
-        raise ValueError(f"max_voxels: expected a positive int or None, got {max_voxels!r}.")
+    _check_max_voxels(max_voxels)
     weights = None if mask is None else check_mask(mask, a)
 
     batch = a.shape[0]
@@ -371,11 +382,10 @@ def mutual_information(
     w = (torch.ones_like(a) if weights is None else weights.expand_as(a)).reshape(batch, -1)
     n = x.shape[1]
     if max_voxels is not None and n > max_voxels:
-        generator = torch.Generator().manual_seed(0)
         if weights is None:  # uniform draw (with replacement): O(max_voxels), not O(n)
-            idx = torch.randint(n, (1, max_voxels), generator=generator).to(a.device)
-            idx = idx.expand(batch, -1)
+            idx = _uniform_subset(n, max_voxels, batch, a.device)
         else:
+            generator = torch.Generator().manual_seed(0)
             keys = torch.rand(n, generator=generator, dtype=torch.float64).to(a.device)
             keys = torch.where(w > 0, keys, keys + 2.0)  # masked voxels first, in random order
             idx = torch.topk(keys, max_voxels, dim=1, largest=False).indices
@@ -436,15 +446,11 @@ class ReferenceMutualInformation(nn.Module):
         batch = reference.shape[0]
         self.centres = torch.linspace(0, 1, self.bins, dtype=reference.dtype,
                                       device=reference.device)
-        if max_voxels is not None and (isinstance(max_voxels, bool)
-                                       or not isinstance(max_voxels, int) or max_voxels < 1):
-            raise ValueError(f"max_voxels: expected a positive int or None, got {max_voxels!r}.")
+        _check_max_voxels(max_voxels)
         x = _normalise(reference.detach().reshape(batch, -1))
         self.idx: torch.Tensor | None = None
         if max_voxels is not None and x.shape[1] > max_voxels:  # mutual_information's subset
-            generator = torch.Generator().manual_seed(0)
-            self.idx = torch.randint(x.shape[1], (1, max_voxels), generator=generator).to(
-                reference.device).expand(batch, -1)
+            self.idx = _uniform_subset(x.shape[1], max_voxels, batch, reference.device)
             x = x.gather(1, self.idx)
         self.pa = _parzen(x, self.centres, self.sigma)
         self.total = torch.full((batch,), float(x.shape[1]), dtype=reference.dtype,
